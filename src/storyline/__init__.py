@@ -1,0 +1,1 @@
+"""Storyline: charge, create and report AI video generation jobs over GraphQL."""

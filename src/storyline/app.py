@@ -1,0 +1,110 @@
+"""The ASGI application: routes, and a lifespan that owns the engine and the upstream client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from storyline.auth import Role, issue_token
+from storyline.config import Settings
+from storyline.persistence.engine import create_engine
+from storyline.schema.context import Context
+from storyline.schema.roots import build_schema
+from storyline.services import Services
+from storyline.upstream.client import VideoService
+from storyline.upstream.simulator import Simulator
+
+log = logging.getLogger(__name__)
+
+SIMULATOR_PATH = "/simulator"
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        services: Services = request.app.state.services
+        return Context(services=services, authorization=request.headers.get("authorization"))
+
+
+def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starlette:
+    """``self_url`` is where this instance is reachable; the built-in simulator reports there."""
+    jwt_secret = settings.resolved_jwt_secret()
+    simulator = None
+    if settings.upstream_url is None:
+        simulator = Simulator(
+            callback_url=f"{self_url}/graphql",
+            pipeline_token=lambda: issue_token(
+                jwt_secret, "simulator", role=Role.PIPELINE, ttl=600
+            ),
+            step_seconds=settings.simulator_step_seconds,
+            failure_rate=settings.simulator_failure_rate,
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(database_url, pool_size=settings.db_pool_size)
+        video = VideoService(
+            settings.upstream_url or f"{self_url}{SIMULATOR_PATH}",
+            token=settings.upstream_token.get_secret_value(),
+            timeout=settings.upstream_timeout,
+        )
+        try:
+            await _wait_for_database(engine)
+            app.state.services = Services(
+                settings=settings, engine=engine, video=video, jwt_secret=jwt_secret
+            )
+            yield
+        finally:
+            if simulator is not None:
+                await simulator.aclose()
+            await video.aclose()
+            await engine.dispose()
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        services: Services = request.app.state.services
+        try:
+            async with asyncio.timeout(2), services.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, DBAPIError, TimeoutError):
+            return JSONResponse({"database": "unreachable"}, status_code=503)
+        return JSONResponse({"database": "ok"})
+
+    graphql = GraphQLApp(build_schema())
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    if simulator is not None:
+        routes.append(Mount(SIMULATOR_PATH, app=simulator.app))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _wait_for_database(engine: AsyncEngine, *, attempts: int = 30) -> None:
+    for attempt in range(attempts):
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        except (OSError, OperationalError, DBAPIError):
+            if attempt == attempts - 1:
+                raise
+            log.warning("database not reachable yet; retrying")
+            await asyncio.sleep(1)

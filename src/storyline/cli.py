@@ -1,0 +1,136 @@
+"""``storyline serve | migrate | token | simulator``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+
+from storyline.auth import Role, issue_token
+from storyline.config import Settings
+
+# Set by ``serve`` for its worker processes, which build the app from the environment.
+SELF_URL_VARIABLE = "STORYLINE_SELF_URL"
+DEMO_USER = "demo-user"
+DEMO_TOKEN_TTL = 7 * 24 * 3600
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="storyline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API (applies migrations first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
+    serve.add_argument(
+        "--print-token", action="store_true", help=f"print a token for the user {DEMO_USER!r}"
+    )
+
+    commands.add_parser("migrate", help="apply migrations and exit")
+
+    token = commands.add_parser("token", help="print a signed JWT")
+    token.add_argument("subject")
+    token.add_argument("--role", choices=[role.value for role in Role], default="user")
+    token.add_argument("--ttl", type=float, default=None, help="seconds until it expires")
+
+    simulator = commands.add_parser("simulator", help="run the stand-in video service alone")
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument("--port", type=int, default=8001)
+    simulator.add_argument(
+        "--callback-url",
+        default="http://127.0.0.1:8000/graphql",
+        help="the Storyline GraphQL endpoint the simulated pipeline reports to",
+    )
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in ("pgserver", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    if args.command == "serve":
+        _serve(settings, args)
+    elif args.command == "migrate":
+        from storyline.persistence.migrate import migrate
+
+        migrate(database_url(settings))
+    elif args.command == "token":
+        secret = settings.resolved_jwt_secret()
+        print(issue_token(secret, args.subject, role=Role(args.role), ttl=args.ttl))
+    else:
+        _simulator(settings, args)
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    from storyline.persistence.embedded import embedded_database_url
+
+    return embedded_database_url(settings.data_dir)
+
+
+def app_from_environment() -> Starlette:
+    """The app of a ``serve`` worker process."""
+    from storyline.app import create_app
+
+    settings = Settings()
+    return create_app(
+        settings, database_url=database_url(settings), self_url=os.environ[SELF_URL_VARIABLE]
+    )
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    url = database_url(settings)
+    if not args.no_migrate:
+        from storyline.persistence.migrate import migrate
+
+        migrate(url)
+    # Workers inherit these: one embedded database and one secret for all of them.
+    os.environ["STORYLINE_DATABASE_URL"] = url
+    os.environ["STORYLINE_JWT_SECRET"] = settings.resolved_jwt_secret()
+    local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+    os.environ[SELF_URL_VARIABLE] = f"http://{local_host}:{args.port}"
+    if args.print_token:
+        token = issue_token(
+            settings.resolved_jwt_secret(), DEMO_USER, role=Role.USER, ttl=DEMO_TOKEN_TTL
+        )
+        print(
+            f"\nStoryline: GraphiQL at http://{local_host}:{args.port}/graphql\n"
+            f"Paste into GraphiQL's headers pane (user {DEMO_USER!r}, valid 7 days):\n"
+            f'{{"Authorization": "Bearer {token}"}}\n',
+            flush=True,
+        )
+    uvicorn.run(
+        "storyline.cli:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+        ws_per_message_deflate=False,
+        proxy_headers=False,
+    )
+
+
+def _simulator(settings: Settings, args: argparse.Namespace) -> None:
+    from storyline.upstream.simulator import Simulator
+
+    secret = settings.resolved_jwt_secret()
+    simulator = Simulator(
+        callback_url=args.callback_url,
+        pipeline_token=lambda: issue_token(secret, "simulator", role=Role.PIPELINE, ttl=600),
+        step_seconds=settings.simulator_step_seconds,
+        failure_rate=settings.simulator_failure_rate,
+    )
+    uvicorn.run(simulator.app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Storage: the engine, the tables and keyword-only data functions that never commit."""

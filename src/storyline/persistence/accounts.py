@@ -1,0 +1,160 @@
+"""Balances and the ledger. Every balance change writes its ledger row in the same transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storyline.persistence.tables import accounts, ledger
+
+# GraphQL's Int is 32-bit; a balance must stay representable.
+MAX_BALANCE = 2**31 - 1
+
+LedgerKind = Literal["GRANT", "CHARGE", "REFUND"]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    id: int
+    user_id: str
+    kind: str
+    amount: int
+    balance_after: int
+    project_id: uuid.UUID | None
+    reason: str | None
+    created_at: datetime
+
+
+class BalanceTooLow(Exception):
+    def __init__(self, balance: int) -> None:
+        super().__init__(balance)
+        self.balance = balance
+
+
+class BalanceTooHigh(Exception):
+    pass
+
+
+async def ensure_account(conn: AsyncConnection, *, user_id: str, signup_credits: int) -> None:
+    """Create the account on first use, with its sign-up grant as the first ledger row."""
+    created = await conn.scalar(
+        pg_insert(accounts)
+        .values(user_id=user_id, balance=signup_credits)
+        .on_conflict_do_nothing(index_elements=[accounts.c.user_id])
+        .returning(accounts.c.balance)
+    )
+    if created is not None and signup_credits > 0:
+        await _append(
+            conn,
+            user_id=user_id,
+            kind="GRANT",
+            amount=signup_credits,
+            balance_after=signup_credits,
+            reason="sign-up credits",
+        )
+
+
+async def balance_of(conn: AsyncConnection, *, user_id: str) -> int | None:
+    return await conn.scalar(select(accounts.c.balance).where(accounts.c.user_id == user_id))
+
+
+async def charge(
+    conn: AsyncConnection, *, user_id: str, project_id: uuid.UUID, amount: int
+) -> None:
+    """Take ``amount`` if the balance covers it, without reading it first.
+
+    Raises BalanceTooLow (with the balance seen) when it does not.
+    """
+    balance = await _add(conn, user_id=user_id, amount=-amount)
+    if balance is None:
+        raise BalanceTooLow(await balance_of(conn, user_id=user_id) or 0)
+    await _append(
+        conn,
+        user_id=user_id,
+        kind="CHARGE",
+        amount=-amount,
+        balance_after=balance,
+        project_id=project_id,
+    )
+
+
+async def refund(
+    conn: AsyncConnection, *, user_id: str, project_id: uuid.UUID, amount: int, reason: str
+) -> None:
+    """Return a project's charge. The (project, kind) unique key refuses a second refund."""
+    balance = await _add(conn, user_id=user_id, amount=amount)
+    if balance is None:
+        raise BalanceTooHigh
+    await _append(
+        conn,
+        user_id=user_id,
+        kind="REFUND",
+        amount=amount,
+        balance_after=balance,
+        project_id=project_id,
+        reason=reason[:500],
+    )
+
+
+async def grant(conn: AsyncConnection, *, user_id: str, amount: int, reason: str) -> int:
+    """Add credits; raises BalanceTooHigh when the balance would leave GraphQL's Int range."""
+    balance = await _add(conn, user_id=user_id, amount=amount)
+    if balance is None:
+        raise BalanceTooHigh
+    await _append(
+        conn, user_id=user_id, kind="GRANT", amount=amount, balance_after=balance, reason=reason
+    )
+    return balance
+
+
+async def ledger_page(
+    conn: AsyncConnection, *, user_id: str, first: int, before_id: int | None
+) -> list[LedgerRecord]:
+    """Newest first; one row more than asked tells whether another page follows."""
+    query = select(ledger).where(ledger.c.user_id == user_id)
+    if before_id is not None:
+        query = query.where(ledger.c.id < before_id)
+    rows = await conn.execute(query.order_by(ledger.c.id.desc()).limit(first + 1))
+    return [LedgerRecord(**row._mapping) for row in rows]
+
+
+async def _add(conn: AsyncConnection, *, user_id: str, amount: int) -> int | None:
+    """The new balance, or None when the account would go below 0 or above MAX_BALANCE."""
+    guard = (
+        accounts.c.balance >= -amount if amount < 0 else accounts.c.balance <= MAX_BALANCE - amount
+    )
+    balance: int | None = await conn.scalar(
+        update(accounts)
+        .where(accounts.c.user_id == user_id, guard)
+        .values(balance=accounts.c.balance + amount, updated_at=func.clock_timestamp())
+        .returning(accounts.c.balance)
+    )
+    return balance
+
+
+async def _append(
+    conn: AsyncConnection,
+    *,
+    user_id: str,
+    kind: LedgerKind,
+    amount: int,
+    balance_after: int,
+    project_id: uuid.UUID | None = None,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        insert(ledger).values(
+            user_id=user_id,
+            kind=kind,
+            amount=amount,
+            balance_after=balance_after,
+            project_id=project_id,
+            reason=reason,
+        )
+    )

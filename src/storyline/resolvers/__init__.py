@@ -1,0 +1,1 @@
+"""Use cases. Each owns its transactions; the schema layer only converts types."""

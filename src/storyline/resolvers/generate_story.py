@@ -1,0 +1,130 @@
+"""generateStory: reserve (charge + PENDING), create upstream, confirm.
+
+No network call happens inside a transaction, and no upstream job exists that was
+not paid for first.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from storyline.auth import Principal
+from storyline.domain.errors import IdempotencyConflict, InsufficientCredits, UpstreamFailed
+from storyline.domain.lifecycle import Report, Status
+from storyline.domain.pricing import price
+from storyline.domain.requests import StoryRequest
+from storyline.persistence import accounts, projects
+from storyline.persistence.projects import NewProject, ProjectRecord
+from storyline.resolvers.update_status import transition
+from storyline.services import Services
+from storyline.upstream.client import JobRequest, UpstreamRefused, UpstreamTimedOut
+
+log = logging.getLogger(__name__)
+
+
+class _KeyTaken(Exception):
+    """Another request with the same idempotency key committed first."""
+
+
+async def generate_story(
+    services: Services, principal: Principal, request: StoryRequest
+) -> ProjectRecord:
+    try:
+        project, fresh = await _reserve(services, principal, request)
+    except _KeyTaken:
+        project, fresh = await _replay(services, principal, request), False
+    if not fresh:
+        return project
+
+    job = JobRequest(
+        project_id=str(project.id),
+        prompt=project.prompt,
+        quality=project.quality,
+        aspect_ratio=project.aspect_ratio,
+        image_model=project.image_model,
+        seed=project.seed,
+    )
+    try:
+        external_id = await services.video.create_job(job)
+    except UpstreamTimedOut:
+        log.warning("video service did not answer for project %s; left PENDING", project.id)
+        async with services.engine.connect() as conn:
+            current = await projects.get(conn, project_id=project.id)
+        assert current is not None
+        return current
+    except UpstreamRefused as refused:
+        return await _fail(services, project, refused.reason)
+
+    async with services.engine.begin() as conn:
+        return await projects.confirm_created(conn, project_id=project.id, external_id=external_id)
+
+
+async def _reserve(
+    services: Services, principal: Principal, request: StoryRequest
+) -> tuple[ProjectRecord, bool]:
+    """Tx1: the project as PENDING and its charge, or the project this key already made."""
+    cost = price(request.quality)
+    async with services.engine.begin() as conn:
+        if request.idempotency_key is not None:
+            existing = await projects.find_by_idempotency_key(
+                conn, user_id=principal.user_id, key=request.idempotency_key
+            )
+            if existing is not None:
+                return _same_request(existing, request), False
+        await accounts.ensure_account(
+            conn, user_id=principal.user_id, signup_credits=services.settings.signup_credits
+        )
+        project = await projects.insert_pending(
+            conn,
+            project=NewProject(
+                id=uuid.uuid4(),
+                user_id=principal.user_id,
+                credits_used=cost,
+                prompt=request.prompt,
+                quality=request.quality.value,
+                aspect_ratio=request.aspect_ratio.value,
+                image_model=request.image_model,
+                seed=request.seed,
+                idempotency_key=request.idempotency_key,
+                request_fingerprint=request.fingerprint(),
+            ),
+        )
+        if project is None:
+            raise _KeyTaken
+        try:
+            await accounts.charge(
+                conn, user_id=principal.user_id, project_id=project.id, amount=cost
+            )
+        except accounts.BalanceTooLow as low:
+            raise InsufficientCredits(required=cost, balance=low.balance) from None
+    return project, True
+
+
+async def _replay(services: Services, principal: Principal, request: StoryRequest) -> ProjectRecord:
+    assert request.idempotency_key is not None
+    async with services.engine.connect() as conn:
+        existing = await projects.find_by_idempotency_key(
+            conn, user_id=principal.user_id, key=request.idempotency_key
+        )
+    assert existing is not None, "the conflicting insert has committed"
+    return _same_request(existing, request)
+
+
+def _same_request(existing: ProjectRecord, request: StoryRequest) -> ProjectRecord:
+    if existing.request_fingerprint != request.fingerprint():
+        raise IdempotencyConflict
+    return existing
+
+
+async def _fail(services: Services, project: ProjectRecord, reason: str) -> ProjectRecord:
+    """FAILED + REFUND after a definite refusal, unless a report already ended the project."""
+    message = f"The video service did not take the job: {reason}."
+    async with services.engine.begin() as conn:
+        locked = await projects.get(conn, project_id=project.id, for_update=True)
+        assert locked is not None
+        if Status(locked.status).terminal:
+            return locked
+        await transition(conn, locked, Report(Status.FAILED, error_message=message))
+    log.warning("video service refused project %s (%s); refunded", project.id, reason)
+    raise UpstreamFailed(str(project.id), reason)

@@ -1,0 +1,105 @@
+"""Reads: the caller's account and ledger, one project, a page of projects."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from storyline.auth import Principal
+from storyline.domain.errors import BadUserInput
+from storyline.domain.lifecycle import Status
+from storyline.domain.requests import check_page_size
+from storyline.persistence import accounts, projects
+from storyline.persistence.accounts import LedgerRecord
+from storyline.persistence.projects import ProjectRecord
+from storyline.services import Services
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[tuple[str, T]]  # (cursor, item)
+    has_next: bool
+
+
+async def account_balance(services: Services, principal: Principal) -> int:
+    """The caller's balance, creating the account (with its sign-up grant) on first use."""
+    async with services.engine.begin() as conn:
+        await accounts.ensure_account(
+            conn, user_id=principal.user_id, signup_credits=services.settings.signup_credits
+        )
+        balance = await accounts.balance_of(conn, user_id=principal.user_id)
+    assert balance is not None
+    return balance
+
+
+async def ledger_page(
+    services: Services, *, user_id: str, first: int, after: str | None
+) -> Page[LedgerRecord]:
+    check_page_size(first)
+    before_id = None if after is None else int(_decode(after, "l"))
+    async with services.engine.connect() as conn:
+        rows = await accounts.ledger_page(conn, user_id=user_id, first=first, before_id=before_id)
+    return Page([(_encode("l", str(row.id)), row) for row in rows[:first]], len(rows) > first)
+
+
+async def project(
+    services: Services, principal: Principal, project_id: str
+) -> ProjectRecord | None:
+    try:
+        key = uuid.UUID(project_id)
+    except ValueError:
+        return None  # no project has such an id
+    async with services.engine.connect() as conn:
+        record = await projects.get(conn, project_id=key)
+    return record if record is not None and can_see(principal, record) else None
+
+
+def can_see(principal: Principal, record: ProjectRecord) -> bool:
+    return principal.sees_every_project or record.user_id == principal.user_id
+
+
+async def project_page(
+    services: Services,
+    principal: Principal,
+    *,
+    status: Status | None,
+    first: int,
+    after: str | None,
+) -> Page[ProjectRecord]:
+    check_page_size(first)
+    position = None if after is None else _project_position(after)
+    async with services.engine.connect() as conn:
+        rows = await projects.page(
+            conn, user_id=principal.user_id, status=status, first=first, after=position
+        )
+    items = [(_encode("p", f"{row.created_at.isoformat()}|{row.id}"), row) for row in rows[:first]]
+    return Page(items, len(rows) > first)
+
+
+def _project_position(cursor: str) -> tuple[datetime, uuid.UUID]:
+    created, _, key = _decode(cursor, "p").partition("|")
+    try:
+        return datetime.fromisoformat(created), uuid.UUID(key)
+    except ValueError:
+        raise BadUserInput("after", "is not a cursor of this list") from None
+
+
+def _encode(kind: str, value: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, kind: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadUserInput("after", "is not a cursor of this list") from None
+    prefix, _, value = text.partition(":")
+    if prefix != kind or not value or (kind == "l" and not (value.isdigit() and len(value) <= 18)):
+        raise BadUserInput("after", "is not a cursor of this list")
+    return value

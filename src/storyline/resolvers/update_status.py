@@ -1,0 +1,57 @@
+"""updateStatus: the pipeline's report, applied as one serialised transition."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storyline.domain import lifecycle
+from storyline.domain.errors import NotFound
+from storyline.domain.requests import StatusReport
+from storyline.persistence import accounts, projects
+from storyline.persistence.projects import ProjectRecord
+from storyline.services import Services
+
+log = logging.getLogger(__name__)
+
+
+async def update_status(services: Services, report: StatusReport) -> ProjectRecord:
+    """The caller has been checked to hold the pipeline (or admin) role."""
+    async with services.engine.begin() as conn:
+        project = await projects.get(
+            conn, project_id=report.project_id, external_id=report.external_id, for_update=True
+        )
+        if project is None:
+            raise NotFound
+        return await transition(conn, project, report.report)
+
+
+async def transition(
+    conn: AsyncConnection, project: ProjectRecord, report: lifecycle.Report
+) -> ProjectRecord:
+    """Apply a report to a row locked FOR UPDATE; refunds in the move into FAILED.
+
+    Raises InvalidTransition; returns the row unchanged when the report changes nothing.
+    """
+    current = lifecycle.Snapshot(lifecycle.Status(project.status), project.progress, project.stage)
+    change = lifecycle.apply(current, report)
+    if change is None:
+        return project
+    updated = await projects.apply_change(conn, project_id=project.id, change=change)
+    if change.refund:
+        await accounts.refund(
+            conn,
+            user_id=project.user_id,
+            project_id=project.id,
+            amount=project.credits_used,
+            reason=change.error_message or lifecycle.DEFAULT_FAILURE_MESSAGE,
+        )
+    log.info(
+        "project %s %s -> %s (version %s)",
+        project.id,
+        project.status,
+        updated.status,
+        updated.version,
+    )
+    return updated

@@ -1,0 +1,1 @@
+"""The GraphQL surface of ``contract/schema.graphql``: types, roots, context and errors."""

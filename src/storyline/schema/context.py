@@ -1,0 +1,33 @@
+"""Per-request context: the instance's services and the caller, authenticated on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import strawberry
+
+from storyline.auth import Principal, authenticate
+from storyline.domain.errors import Unauthenticated
+from storyline.services import Services
+
+
+@dataclass
+class Context:
+    services: Services
+    authorization: str | None
+    _principal: Principal | Unauthenticated | None = field(default=None, repr=False)
+
+    @property
+    def principal(self) -> Principal:
+        """The caller; raises UNAUTHENTICATED (every field but introspection needs a token)."""
+        if self._principal is None:
+            try:
+                self._principal = authenticate(self.services.jwt_secret, self.authorization)
+            except Unauthenticated as refused:
+                self._principal = refused
+        if isinstance(self._principal, Unauthenticated):
+            raise self._principal
+        return self._principal
+
+
+Info = strawberry.Info[Context, None]

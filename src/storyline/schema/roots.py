@@ -1,0 +1,102 @@
+"""Query and Mutation roots, and the schema built from them."""
+
+from __future__ import annotations
+
+import logging
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types.execution import ExecutionContext
+
+from storyline.auth import Role
+from storyline.domain.pricing import price
+from storyline.resolvers import queries
+from storyline.resolvers.generate_story import generate_story
+from storyline.resolvers.grant_credits import grant_credits
+from storyline.resolvers.update_status import update_status
+from storyline.schema.context import Info
+from storyline.schema.enums import Quality, Status
+from storyline.schema.errors import ClientErrors, is_unexpected
+from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
+from storyline.schema.types import Account, Project, ProjectConnection
+
+log = logging.getLogger("storyline.schema")
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def me(self, info: Info) -> Account:
+        principal = info.context.principal
+        balance = await queries.account_balance(info.context.services, principal)
+        return Account(user_id=strawberry.ID(principal.user_id), balance=balance)
+
+    @strawberry.field
+    async def project(self, info: Info, id: strawberry.ID) -> Project | None:
+        record = await queries.project(info.context.services, info.context.principal, id)
+        return None if record is None else Project.of(record)
+
+    @strawberry.field
+    async def projects(
+        self,
+        info: Info,
+        status: Status | None = strawberry.UNSET,
+        first: int = 20,
+        after: str | None = strawberry.UNSET,
+    ) -> ProjectConnection:
+        page = await queries.project_page(
+            info.context.services,
+            info.context.principal,
+            status=status or None,
+            first=first,
+            after=after or None,
+        )
+        return ProjectConnection.of(page)
+
+    @strawberry.field
+    def price(self, info: Info, quality: Quality = Quality.HD) -> int:
+        info.context.principal  # noqa: B018 - every query needs a token
+        return price(quality)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def generate_story(self, info: Info, input: GenerateStoryInput) -> Project:
+        record = await generate_story(
+            info.context.services, info.context.principal, input.checked()
+        )
+        return Project.of(record)
+
+    @strawberry.mutation
+    async def update_status(self, info: Info, input: UpdateStatusInput) -> Project:
+        info.context.principal.require("report a project's status", Role.PIPELINE, Role.ADMIN)
+        record = await update_status(info.context.services, input.checked())
+        return Project.of(record)
+
+    @strawberry.mutation
+    async def grant_credits(
+        self, info: Info, user_id: strawberry.ID, amount: int, reason: str
+    ) -> Account:
+        info.context.principal.require("grant credits", Role.ADMIN)
+        balance = await grant_credits(
+            info.context.services,
+            user_id=str(user_id),
+            amount=amount,
+            reason=reason,
+        )
+        return Account(user_id=user_id, balance=balance)
+
+
+class StorylineSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Expected errors are answers, not incidents: log only what will be masked.
+        for error in errors:
+            if is_unexpected(error):
+                log.error("unexpected error in %s", error.path, exc_info=error.original_error)
+
+
+def build_schema() -> strawberry.Schema:
+    return StorylineSchema(query=Query, mutation=Mutation, extensions=[ClientErrors])
