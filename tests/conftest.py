@@ -1,0 +1,101 @@
+"""Fixtures: a real PostgreSQL with the real migrations, and Storyline on real sockets.
+
+PostgreSQL is embedded (pgserver) unless STORYLINE_TEST_DATABASE_URL names a server;
+either way the suite works in a database of its own, created here and dropped after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storyline.persistence.embedded import embedded_database_url
+from storyline.persistence.engine import sqlalchemy_url
+from storyline.persistence.invariants import violations
+from storyline.persistence.migrate import migrate
+from tests.fakes import FakeVideoService
+from tests.support import Api, serving, storyline
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PostgreSQL server's URL for creating databases in (its ``postgres`` database)."""
+    configured = os.environ.get("STORYLINE_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    return embedded_database_url(tmp_path_factory.mktemp("pg"))
+
+
+async def create_database(server_url: str) -> str:
+    """A new, empty database on that server; returns its URL."""
+    name = f"storyline_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def migrated_database(server_url: str) -> str:
+    url = await create_database(server_url)
+    await asyncio.to_thread(migrate, url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> str:
+    return await migrated_database(server_url)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(sqlalchemy_url(database_url))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def fake_upstream() -> AsyncIterator[tuple[FakeVideoService, str]]:
+    fake = FakeVideoService()
+    async with serving(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture(scope="session")
+async def api(database_url: str, fake_upstream: tuple[FakeVideoService, str]) -> AsyncIterator[Api]:
+    """Storyline in front of the fake video service (which answers within the 1 s timeout)."""
+    fake, url = fake_upstream
+    async with storyline(
+        database_url, upstream_url=url, upstream_token="upstream-secret-token"
+    ) as client:
+        fake.api = client
+        yield client
+
+
+@pytest.fixture
+def fake(fake_upstream: tuple[FakeVideoService, str]) -> FakeVideoService:
+    return fake_upstream[0]
+
+
+@pytest.fixture(autouse=True)
+async def money_invariants(engine: AsyncEngine) -> AsyncIterator[None]:
+    """After every test: the money invariants hold, all of them, across the whole database."""
+    yield
+    async with engine.connect() as conn:
+        broken = await violations(conn)
+    assert not broken, f"money invariants broken: {broken}"
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]

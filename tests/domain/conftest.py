@@ -1,0 +1,10 @@
+"""The domain is pure: its tests run without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def money_invariants() -> None:
+    return

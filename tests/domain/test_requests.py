@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from storyline.domain.errors import BadUserInput
+from storyline.domain.lifecycle import Status
+from storyline.domain.pricing import Quality
+from storyline.domain.requests import AspectRatio, StatusReport, StoryRequest
+
+
+def story(**overrides: Any) -> StoryRequest:
+    fields: dict[str, Any] = {
+        "prompt": "A cat",
+        "quality": Quality.HD,
+        "aspect_ratio": AspectRatio.LANDSCAPE_16_9,
+        "image_model": "comfyui/flux",
+        "seed": None,
+        "idempotency_key": None,
+        **overrides,
+    }
+    return StoryRequest.checked(**fields)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 4001}, "prompt"),
+        ({"image_model": ""}, "imageModel"),
+        ({"seed": -1}, "seed"),
+        ({"idempotency_key": ""}, "idempotencyKey"),
+        ({"idempotency_key": "k" * 256}, "idempotencyKey"),
+    ],
+)
+def test_bad_story_input_names_its_field(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadUserInput) as raised:
+        story(**overrides)
+    assert raised.value.extensions["field"] == field
+    assert field in raised.value.message
+
+
+def test_prompt_is_trimmed_and_4000_characters_are_enough() -> None:
+    assert story(prompt="  hi  ").prompt == "hi"
+    assert len(story(prompt=" " + "x" * 4000 + " ").prompt) == 4000
+
+
+def test_fingerprint_ignores_the_key_and_sees_every_input() -> None:
+    base = story(idempotency_key="a")
+    assert base.fingerprint() == story(idempotency_key="b").fingerprint()
+    for change in (
+        {"prompt": "A dog"},
+        {"quality": Quality.SD},
+        {"aspect_ratio": AspectRatio.SQUARE_1_1},
+        {"image_model": "other"},
+        {"seed": 1},
+    ):
+        assert story(**change).fingerprint() != base.fingerprint()
+
+
+def report(**overrides: Any) -> StatusReport:
+    fields: dict[str, Any] = {
+        "project_id": "7f1c1b8e-25a3-4a55-9a8e-0f3f3a8f7c11",
+        "external_id": None,
+        "status": Status.PROCESSING,
+        "progress": None,
+        "stage": None,
+        "error_message": None,
+        "result_url": None,
+        **overrides,
+    }
+    return StatusReport.checked(**fields)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"project_id": None}, "projectId"),
+        ({"external_id": "ext-1"}, "projectId"),
+        ({"project_id": "not-a-uuid"}, "projectId"),
+        ({"progress": 101}, "progress"),
+        ({"progress": -1}, "progress"),
+        ({"stage": "s" * 201}, "stage"),
+        ({"result_url": "ftp://host/video"}, "resultUrl"),
+        ({"result_url": "javascript:alert(1)"}, "resultUrl"),
+        ({"result_url": "https://" + "h" * 2048}, "resultUrl"),
+        ({"error_message": "e" * 200_000}, "errorMessage"),
+    ],
+)
+def test_bad_reports_name_their_field(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadUserInput) as raised:
+        report(**overrides)
+    assert raised.value.extensions["field"] == field

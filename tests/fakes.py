@@ -1,0 +1,63 @@
+"""A video service whose answer each test picks through a tag in its prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from tests.support import Api
+
+
+@dataclass
+class Call:
+    authorization: str | None
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeVideoService:
+    """Tags: [422] [500] [malformed] [no-id] [hang] [complete-first] [fail-first]; else accepts."""
+
+    hang_seconds: float = 3.0
+    calls: list[Call] = field(default_factory=list)
+    api: Api | None = None
+
+    @property
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/api/v1/project/video", self._create, methods=["POST"])])
+
+    def calls_for(self, project_id: str) -> list[Call]:
+        return [c for c in self.calls if c.body["metadata"]["storyline_project_id"] == project_id]
+
+    async def _create(self, request: Request) -> Response:
+        body = await request.json()
+        self.calls.append(Call(request.headers.get("authorization"), body))
+        prompt: str = body["config"]["prompt"]
+        project_id = body["metadata"]["storyline_project_id"]
+        external_id = f"ext-{uuid.uuid4()}"
+        if "[422]" in prompt:
+            return JSONResponse({"detail": "prompt refused"}, status_code=422)
+        if "[500]" in prompt:
+            return PlainTextResponse("boom", status_code=500)
+        if "[malformed]" in prompt:
+            return PlainTextResponse("<html>not json</html>", status_code=200)
+        if "[no-id]" in prompt:
+            return JSONResponse({"status": "ok"}, status_code=201)
+        if "[hang]" in prompt:
+            await asyncio.sleep(self.hang_seconds)
+        if "[complete-first]" in prompt or "[fail-first]" in prompt:
+            # The pipeline finishes before Storyline has heard back from the service.
+            assert self.api is not None
+            status = "COMPLETED" if "[complete-first]" in prompt else "FAILED"
+            answer = await self.api.report(
+                projectId=project_id, status=status, resultUrl="https://cdn.example/v.mp4"
+            )
+            assert "errors" not in answer, answer
+        return JSONResponse({"id": external_id, "status": "created"}, status_code=201)
