@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storyline.persistence.embedded import embedded_database_url
+from storyline.persistence.embedded import embedded_server
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
 from storyline.persistence.migrate import migrate
@@ -26,12 +27,17 @@ from tests.support import Api, serving, storyline
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server's URL for creating databases in (its ``postgres`` database)."""
     configured = os.environ.get("STORYLINE_TEST_DATABASE_URL")
     if configured:
-        return configured
-    return embedded_database_url(tmp_path_factory.mktemp("pg"))
+        yield configured
+        return
+    server = embedded_server(
+        Path(tempfile.mkdtemp(prefix="storyline-test-")), cleanup_mode="delete"
+    )
+    yield server.get_uri()
+    server.cleanup()
 
 
 async def create_database(server_url: str) -> str:

@@ -16,9 +16,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "contract" / "schema.g
 def test_the_schema_breaks_nothing_in_the_contract() -> None:
     contract = build_schema(HERE.read_text())
     served = build_schema(storyline_schema().as_str())
-    missing = {change.description for change in find_breaking_changes(contract, served)}
-    # The projectStatus subscription arrives with the live-status work (issue 3).
-    assert missing <= {"ProjectStatusEvent was removed.", "Subscription was removed."}
+    assert find_breaking_changes(contract, served) == []
     assert find_dangerous_changes(contract, served) == []
 
 

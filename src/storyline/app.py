@@ -16,10 +16,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UnsetType
 
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
+from storyline.domain.errors import Unauthenticated
+from storyline.live.hub import ProjectBroadcast
 from storyline.persistence.engine import create_engine
+from storyline.persistence.listener import PostgresListener
 from storyline.schema.context import Context
 from storyline.schema.roots import build_schema
 from storyline.services import Services
@@ -29,14 +34,26 @@ from storyline.upstream.simulator import Simulator
 log = logging.getLogger(__name__)
 
 SIMULATOR_PATH = "/simulator"
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 50
+KEEP_ALIVE_SECONDS = 15.0
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    max_subscriptions_per_connection = MAX_SUBSCRIPTIONS_PER_CONNECTION
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         services: Services = request.app.state.services
         return Context(services=services, authorization=request.headers.get("authorization"))
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Refuse a connection_init without a valid token before serving anything."""
+        try:
+            context.principal  # noqa: B018 - authenticates
+        except Unauthenticated as refused:
+            raise ConnectionRejectionError({"message": refused.message}) from None
+        return None
 
 
 def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starlette:
@@ -61,13 +78,20 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             token=settings.upstream_token.get_secret_value(),
             timeout=settings.upstream_timeout,
         )
+        broadcast = ProjectBroadcast(PostgresListener(database_url))
         try:
             await _wait_for_database(engine)
+            await broadcast.connect()
             app.state.services = Services(
-                settings=settings, engine=engine, video=video, jwt_secret=jwt_secret
+                settings=settings,
+                engine=engine,
+                video=video,
+                jwt_secret=jwt_secret,
+                broadcast=broadcast,
             )
             yield
         finally:
+            await broadcast.disconnect()
             if simulator is not None:
                 await simulator.aclose()
             await video.aclose()
@@ -78,14 +102,19 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
 
     async def readyz(request: Request) -> Response:
         services: Services = request.app.state.services
+        listener = "connected" if services.broadcast.listener.connected else "disconnected"
         try:
             async with asyncio.timeout(2), services.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+            database = "ok"
         except (OSError, DBAPIError, TimeoutError):
-            return JSONResponse({"database": "unreachable"}, status_code=503)
-        return JSONResponse({"database": "ok"})
+            database = "unreachable"
+        ready = database == "ok" and listener == "connected"
+        return JSONResponse(
+            {"database": database, "listener": listener}, status_code=200 if ready else 503
+        )
 
-    graphql = GraphQLApp(build_schema())
+    graphql = GraphQLApp(build_schema(), keep_alive=True, keep_alive_interval=KEEP_ALIVE_SECONDS)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),

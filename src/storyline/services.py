@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.config import Settings
+from storyline.live.hub import ProjectBroadcast
 from storyline.upstream.client import VideoService
 
 
@@ -16,3 +17,4 @@ class Services:
     engine: AsyncEngine
     video: VideoService
     jwt_secret: str
+    broadcast: ProjectBroadcast

@@ -13,8 +13,12 @@ from storyline.services import Services
 
 @dataclass
 class Context:
+    """One per HTTP request, or one per WebSocket connection."""
+
     services: Services
     authorization: str | None
+    # Set by strawberry from a WebSocket's connection_init payload.
+    connection_params: dict[str, object] | None = None
     _principal: Principal | Unauthenticated | None = field(default=None, repr=False)
 
     @property
@@ -22,12 +26,20 @@ class Context:
         """The caller; raises UNAUTHENTICATED (every field but introspection needs a token)."""
         if self._principal is None:
             try:
-                self._principal = authenticate(self.services.jwt_secret, self.authorization)
+                self._principal = authenticate(self.services.jwt_secret, self._credentials())
             except Unauthenticated as refused:
                 self._principal = refused
         if isinstance(self._principal, Unauthenticated):
             raise self._principal
         return self._principal
+
+    def _credentials(self) -> str | None:
+        if self.connection_params is not None:
+            given = self.connection_params.get("Authorization")
+            if given is None:
+                given = self.connection_params.get("authorization")
+            return given if isinstance(given, str) else None
+        return self.authorization
 
 
 Info = strawberry.Info[Context, None]

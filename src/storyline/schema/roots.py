@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator
 
 import strawberry
 from graphql import GraphQLError
@@ -13,12 +14,18 @@ from storyline.domain.pricing import price
 from storyline.resolvers import queries
 from storyline.resolvers.generate_story import generate_story
 from storyline.resolvers.grant_credits import grant_credits
+from storyline.resolvers.subscriptions import watch_project
 from storyline.resolvers.update_status import update_status
 from storyline.schema.context import Info
 from storyline.schema.enums import Quality, Status
 from storyline.schema.errors import ClientErrors, is_unexpected
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
-from storyline.schema.types import Account, Project, ProjectConnection
+from storyline.schema.types import (
+    Account,
+    Project,
+    ProjectConnection,
+    ProjectStatusEvent,
+)
 
 log = logging.getLogger("storyline.schema")
 
@@ -88,6 +95,17 @@ class Mutation:
         return Account(user_id=user_id, balance=balance)
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def project_status(
+        self, info: Info, project_id: strawberry.ID
+    ) -> AsyncGenerator[ProjectStatusEvent, None]:
+        events = watch_project(info.context.services, info.context.principal, str(project_id))
+        async for event in events:
+            yield ProjectStatusEvent.of(event)
+
+
 class StorylineSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -99,4 +117,6 @@ class StorylineSchema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    return StorylineSchema(query=Query, mutation=Mutation, extensions=[ClientErrors])
+    return StorylineSchema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=[ClientErrors]
+    )

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from storyline.live.events import ProjectEvent
 from storyline.persistence.accounts import LedgerRecord
 from storyline.persistence.projects import ProjectRecord
 from storyline.resolvers import queries
@@ -133,3 +134,28 @@ def _page_info(page: queries.Page[ProjectRecord] | queries.Page[LedgerRecord]) -
         has_next_page=page.has_next,
         end_cursor=page.items[-1][0] if page.items else None,
     )
+
+
+@strawberry.type
+class ProjectStatusEvent:
+    project_id: strawberry.ID
+    status: Status
+    version: int
+    progress: int | None
+    stage: str | None
+    error_message: str | None
+    result_url: str | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, event: ProjectEvent) -> ProjectStatusEvent:
+        return cls(
+            project_id=strawberry.ID(event.project_id),
+            status=event.status,
+            version=event.version,
+            progress=event.progress,
+            stage=event.stage,
+            error_message=event.error_message,
+            result_url=event.result_url,
+            updated_at=event.updated_at,
+        )

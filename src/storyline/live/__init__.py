@@ -1,0 +1,1 @@
+"""Live project status: one LISTEN connection per process, routed in-process by project id."""

@@ -1,0 +1,116 @@
+"""Storyline's broadcaster backend: one LISTEN connection on the trigger's one channel.
+
+Unlike broadcaster's stock Postgres backend it never shares the LISTEN connection with
+anything else, reconnects with backoff when the connection is lost, and says so (a
+``RECONNECTED`` event), since notifications sent during an outage are gone for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Any
+
+import asyncpg
+from broadcaster import Event
+from broadcaster._backends.base import BroadcastBackend
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "storyline_project"
+# A pseudo channel: the connection was re-established and notifications may have been missed.
+RECONNECTED = "*reconnected*"
+
+
+class PostgresListener(BroadcastBackend):
+    def __init__(
+        self,
+        url: str,
+        *,
+        keepalive_seconds: float = 5.0,
+        max_backoff_seconds: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._keepalive = keepalive_seconds
+        self._max_backoff = max_backoff_seconds
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._connected = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def connect(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="storyline-listener")
+        await asyncio.wait_for(self._connected.wait(), timeout=30)
+
+    async def disconnect(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+
+    # Logical channels are project ids routed in-process: PostgreSQL hears one channel only.
+    async def subscribe(self, channel: str) -> None:
+        return None
+
+    async def unsubscribe(self, channel: str) -> None:
+        return None
+
+    async def publish(self, channel: str, message: Any) -> None:
+        """Send on a connection of its own: the LISTEN connection is never shared."""
+        connection = await asyncpg.connect(self._url)
+        try:
+            await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(message))
+        finally:
+            await connection.close()
+
+    async def next_published(self) -> Event:
+        return await self._events.get()
+
+    async def _supervise(self) -> None:
+        failures = 0
+        first = True
+        while True:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._url, timeout=10)
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _, lost=lost: lost.set())
+                await connection.add_listener(CHANNEL, self._notified)
+                self._connected.set()
+                failures = 0
+                if not first:
+                    self.reconnects += 1
+                    log.warning("notification listener reconnected")
+                    self._events.put_nowait(Event(RECONNECTED, ""))
+                first = False
+                await self._watch(connection, lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("notification listener lost its connection: %s", type(exc).__name__)
+            finally:
+                self._connected.clear()
+                if connection is not None:
+                    connection.terminate()
+            failures += 1
+            await asyncio.sleep(self._backoff(failures))
+
+    async def _watch(self, connection: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Return when the connection is gone; a periodic query finds half-open sockets."""
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(lost.wait(), timeout=self._keepalive)
+            except TimeoutError:
+                await connection.execute("SELECT 1", timeout=self._keepalive)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self._max_backoff, 0.05 * 2**failures)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self._events.put_nowait(Event(CHANNEL, payload))

@@ -1,0 +1,57 @@
+"""projectStatus: the current state first, then every newer version, until a terminal one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from storyline.auth import Principal
+from storyline.domain.errors import NotFound
+from storyline.domain.lifecycle import Status
+from storyline.live.events import ProjectEvent
+from storyline.persistence import projects
+from storyline.persistence.projects import ProjectRecord
+from storyline.resolvers.queries import can_see
+from storyline.services import Services
+
+
+async def watch_project(
+    services: Services, principal: Principal, project_id: str
+) -> AsyncIterator[ProjectEvent]:
+    try:
+        key = uuid.UUID(project_id)
+    except ValueError:
+        raise NotFound from None
+    # Listen before reading: a change committed in between arrives as an event and is
+    # dropped only if the row read already shows it.
+    async with services.broadcast.subscribe(str(key)) as mailbox:
+        current = await _read(services, key)
+        if current is None or not can_see(principal, current):
+            raise NotFound
+        last = current.version
+        yield ProjectEvent.of(current)
+        if Status(current.status).terminal:
+            return
+        while True:
+            events, resync = await mailbox.take()
+            if resync:
+                # Notifications may have been lost while the listener was away; state is not.
+                record = await _read(services, key)
+                if record is not None:
+                    events = sorted([*events, ProjectEvent.of(record)], key=_version)
+            for event in events:
+                if event.version <= last:
+                    continue
+                last = event.version
+                yield event
+                if event.status.terminal:
+                    return
+
+
+def _version(event: ProjectEvent) -> int:
+    return event.version
+
+
+async def _read(services: Services, key: uuid.UUID) -> ProjectRecord | None:
+    async with services.engine.connect() as conn:
+        return await projects.get(conn, project_id=key)
