@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.types.unset import UnsetType
+from strawberry.types.unset import UNSET, UnsetType
 
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
@@ -53,7 +53,8 @@ class GraphQLApp(GraphQL[Context, None]):
             context.principal  # noqa: B018 - authenticates
         except Unauthenticated as refused:
             raise ConnectionRejectionError({"message": refused.message}) from None
-        return None
+        acknowledged: UnsetType = UNSET  # acknowledge without a payload
+        return acknowledged
 
 
 def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starlette:

@@ -47,7 +47,15 @@ def for_client(error: GraphQLError) -> GraphQLError:
 class ClientErrors(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        errors = getattr(result, "errors", None)
-        if errors:
-            result.errors = [for_client(error) for error in errors]  # type: ignore[union-attr]
+        _map_errors(self.execution_context.result)
+
+    def on_stream_result(self, result: object) -> Iterator[None]:
+        """Each result of a subscription, before it is sent."""
+        _map_errors(result)
+        yield
+
+
+def _map_errors(result: object) -> None:
+    errors = getattr(result, "errors", None)
+    if errors:
+        result.errors = [for_client(error) for error in errors]  # type: ignore[attr-defined]
