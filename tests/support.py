@@ -14,11 +14,13 @@ import httpx
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from storyline.app import create_app
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
+from storyline.services import Services
 
 JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -65,7 +67,7 @@ async def storyline(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
     self_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = create_app(settings, database_url=database_url, self_url=self_url)
     async with serving(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
-        yield Api(http)
+        yield Api(http, app)
 
 
 def token(subject: str, role: Role = Role.USER, *, ttl: float | None = None) -> str:
@@ -79,6 +81,16 @@ def new_user() -> str:
 @dataclass
 class Api:
     http: httpx.AsyncClient
+    app: Starlette
+
+    @property
+    def url(self) -> str:
+        return str(self.http.base_url).rstrip("/")
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
 
     async def post(
         self, query: str, variables: dict[str, Any] | None = None, *, auth: str | None

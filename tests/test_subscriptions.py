@@ -16,8 +16,7 @@ async def test_current_state_then_each_change_in_order_then_complete(
 ) -> None:
     user = new_user()
     project = (await api.generate(user))["data"]["generateStory"]
-    base = str(api.http.base_url).rstrip("/")
-    async with connected(base, token(user), protocol) as ws:
+    async with connected(api.url, token(user), protocol) as ws:
         await start(ws, project["id"])
         watching = asyncio.create_task(collect(ws))
         await asyncio.sleep(0.2)
