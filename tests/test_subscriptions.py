@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+import websockets
+from websockets.typing import Subprotocol
 
+from storyline.auth import Role
 from tests.support import Api, new_user, token
-from tests.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, start
+from tests.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, messages, start, ws_url
+
+EXPIRED = token("x", ttl=-5)
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
@@ -35,3 +41,84 @@ async def test_current_state_then_each_change_in_order_then_complete(
     ]
     assert events[-1]["resultUrl"] == "https://cdn/x.mp4"
     assert events[0]["projectId"] == project["id"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": f"Bearer {token('x', ttl=-5)}"},
+    ],
+    ids=["missing", "malformed", "expired"],
+)
+async def test_graphql_transport_ws_refuses_a_bad_token_with_4403(
+    api: Api, payload: dict[str, str]
+) -> None:
+    async with websockets.connect(ws_url(api.url), subprotocols=[Subprotocol(TRANSPORT_WS)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_graphql_ws_refuses_a_bad_token_with_connection_error(api: Api) -> None:
+    async with websockets.connect(ws_url(api.url), subprotocols=[Subprotocol(LEGACY_WS)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        refusal = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert refusal["type"] == "connection_error"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_a_subscription_before_connection_init_is_refused(api: Api) -> None:
+    async with websockets.connect(ws_url(api.url), subprotocols=[Subprotocol(TRANSPORT_WS)]) as ws:
+        await start(ws, "00000000-0000-4000-8000-000000000000")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_someone_elses_project_is_not_found(api: Api, protocol: str) -> None:
+    project = (await api.generate(new_user()))["data"]["generateStory"]
+    for project_id in (project["id"], "not-a-uuid", "00000000-0000-4000-8000-000000000000"):
+        async with connected(api.url, token(new_user()), protocol) as ws:
+            await start(ws, project_id)
+            received = [m async for m in messages(ws)]
+        payload = received[0]["payload"]
+        assert payload["data"] is None
+        assert payload["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_staff_may_watch_any_project_and_a_finished_one_completes_at_once(
+    api: Api,
+) -> None:
+    project = (await api.generate(new_user()))["data"]["generateStory"]
+    await api.report(projectId=project["id"], status="FAILED", errorMessage="no GPU")
+    for role in (Role.PIPELINE, Role.ADMIN):
+        async with connected(api.url, token("staff", role)) as ws:
+            await start(ws, project["id"])
+            events = await asyncio.wait_for(collect(ws), 5)
+        assert [(e["status"], e["errorMessage"]) for e in events] == [("FAILED", "no GPU")]
+
+
+async def test_one_connection_may_hold_a_bounded_number_of_subscriptions(api: Api) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    limit = api.services.settings.max_subscriptions_per_connection
+    async with connected(api.url, token(user)) as ws:
+        for n in range(limit):
+            await start(ws, project["id"], op=str(n))
+        firsts: set[str] = set()
+        while len(firsts) < limit:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if message["type"] == "next":
+                firsts.add(message["id"])
+        await start(ws, project["id"], op="one-too-many")
+        refusal = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert refusal["id"] == "one-too-many", refusal
+        assert refusal["type"] == "error"
+        assert "limit" in refusal["payload"][0]["message"].lower()

@@ -34,13 +34,10 @@ from storyline.upstream.simulator import Simulator
 log = logging.getLogger(__name__)
 
 SIMULATOR_PATH = "/simulator"
-MAX_SUBSCRIPTIONS_PER_CONNECTION = 50
 KEEP_ALIVE_SECONDS = 15.0
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    max_subscriptions_per_connection = MAX_SUBSCRIPTIONS_PER_CONNECTION
-
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
@@ -115,7 +112,12 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             {"database": database, "listener": listener}, status_code=200 if ready else 503
         )
 
-    graphql = GraphQLApp(build_schema(), keep_alive=True, keep_alive_interval=KEEP_ALIVE_SECONDS)
+    graphql = GraphQLApp(
+        build_schema(),
+        keep_alive=True,
+        keep_alive_interval=KEEP_ALIVE_SECONDS,
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+    )
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),

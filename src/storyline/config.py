@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     processing_timeout: float = Field(default=7200.0, gt=0)
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    max_subscriptions_per_connection: int = Field(default=50, ge=1, le=1000)
 
     # The built-in simulator (used when upstream_url is unset).
     simulator_step_seconds: float = Field(default=1.0, ge=0)
