@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from storyline.auth import Role, issue_token
@@ -49,7 +53,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as invalid:
+        # Name the variables, never their values: they may be secrets.
+        for error in invalid.errors(include_input=False):
+            field = "_".join(str(part) for part in error["loc"]).upper()
+            print(f"storyline: STORYLINE_{field}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -97,6 +108,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     os.environ["STORYLINE_JWT_SECRET"] = settings.resolved_jwt_secret()
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
     os.environ[SELF_URL_VARIABLE] = f"http://{local_host}:{args.port}"
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into an exit lets
+    # atexit handlers run, among them the one that stops the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if args.print_token:
         token = issue_token(
             settings.resolved_jwt_secret(), DEMO_USER, role=Role.USER, ttl=DEMO_TOKEN_TTL
@@ -117,6 +131,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         ws_per_message_deflate=False,
         proxy_headers=False,
     )
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _simulator(settings: Settings, args: argparse.Namespace) -> None:

@@ -1,0 +1,146 @@
+"""The ``storyline`` command, run as the real installed script in a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from storyline.persistence.engine import sqlalchemy_url
+from tests.conftest import create_database
+
+STORYLINE = Path(sys.executable).parent / "storyline"
+SECRET = "cli-test-secret-" + "s" * 40
+COMMAND_TIMEOUT = 120
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(STORYLINE), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+
+
+async def storyline(*args: str, cwd: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run ``storyline ARGS`` with no STORYLINE_* configuration but ``variables``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("STORYLINE_")}
+    env.update(variables)
+    return await asyncio.to_thread(_run, list(args), env, cwd)
+
+
+def succeeded(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (
+        f"{result.args} exited {result.returncode}\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+    return result.stdout
+
+
+def the_token(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def claims(token: str, secret: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, secret, algorithms=["HS256"])
+    return decoded
+
+
+async def test_token_is_signed_with_the_configured_secret(tmp_path: Path) -> None:
+    result = await storyline(
+        "token",
+        "alice",
+        "--role",
+        "admin",
+        "--ttl",
+        "60",
+        cwd=tmp_path,
+        STORYLINE_JWT_SECRET=SECRET,
+        STORYLINE_DATA_DIR=str(tmp_path / "data"),
+    )
+    token = the_token(succeeded(result))
+
+    decoded = claims(token, SECRET)
+    assert decoded["sub"] == "alice"
+    assert decoded["role"] == "admin"
+    assert abs(decoded["exp"] - (time.time() + 60)) <= 10, decoded
+
+
+async def test_token_without_a_secret_generates_one_and_keeps_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = the_token(
+        succeeded(await storyline("token", "bob", cwd=tmp_path, STORYLINE_DATA_DIR=str(data_dir)))
+    )
+    secret_file = data_dir / "jwt-secret"
+    assert secret_file.is_file()
+    secret = secret_file.read_text().strip()
+    second = the_token(
+        succeeded(await storyline("token", "bob", cwd=tmp_path, STORYLINE_DATA_DIR=str(data_dir)))
+    )
+
+    assert secret_file.read_text().strip() == secret, "the generated secret was replaced"
+    assert len(secret) >= 32
+    for token in (first, second):
+        decoded = claims(token, secret)
+        assert decoded["sub"] == "bob"
+        assert decoded["role"] == "user"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert [path.name for path in data_dir.iterdir()] == ["jwt-secret"], "a draft was left behind"
+
+
+async def test_migrate_creates_the_schema_and_is_idempotent(
+    server_url: str, tmp_path: Path
+) -> None:
+    url = await create_database(server_url)
+    succeeded(await storyline("migrate", cwd=tmp_path, STORYLINE_DATABASE_URL=url))
+
+    engine = create_async_engine(sqlalchemy_url(url))
+    try:
+
+        async def schema() -> tuple[set[str], list[str]]:
+            async with engine.connect() as conn:
+                tables = await conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                )
+                versions = await conn.execute(text("SELECT version_num FROM alembic_version"))
+                return {row[0] for row in tables}, [row[0] for row in versions]
+
+        tables, versions = await schema()
+        assert {"accounts", "projects", "ledger", "alembic_version"} <= tables, tables
+        assert versions == ["0001"]
+
+        succeeded(await storyline("migrate", cwd=tmp_path, STORYLINE_DATABASE_URL=url))
+        assert await schema() == (tables, versions)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_short_secret_is_refused_without_being_printed(tmp_path: Path) -> None:
+    short = "too-short-secret-7f3a9c"
+    assert len(short) < 32
+    result = await storyline(
+        "token",
+        "x",
+        cwd=tmp_path,
+        STORYLINE_JWT_SECRET=short,
+        STORYLINE_DATA_DIR=str(tmp_path / "data"),
+    )
+
+    assert result.returncode != 0, result.stdout
+    output = result.stdout + result.stderr
+    assert short not in output, output
