@@ -28,10 +28,24 @@ class FakeVideoService:
     hang_seconds: float = 3.0
     calls: list[Call] = field(default_factory=list)
     api: Api | None = None
+    # What GET /api/v1/project/{id} answers: the job's task statuses, or absent for 404.
+    jobs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/api/v1/project/video", self._create, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/api/v1/project/video", self._create, methods=["POST"]),
+                Route("/api/v1/project/{job_id}", self._read, methods=["GET"]),
+            ]
+        )
+
+    async def _read(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if job_id not in self.jobs:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        tasks = [{"name": f"task-{n}", "status": s} for n, s in enumerate(self.jobs[job_id])]
+        return JSONResponse({"id": job_id, "tasks": tasks, "result_url": "https://cdn/r.mp4"})
 
     def calls_for(self, project_id: str) -> list[Call]:
         return [c for c in self.calls if c.body["metadata"]["storyline_project_id"] == project_id]

@@ -25,6 +25,7 @@ from storyline.domain.errors import Unauthenticated
 from storyline.live.hub import ProjectBroadcast
 from storyline.persistence.engine import create_engine
 from storyline.persistence.listener import PostgresListener
+from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
 from storyline.schema.roots import build_schema
 from storyline.services import Services
@@ -87,7 +88,15 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 jwt_secret=jwt_secret,
                 broadcast=broadcast,
             )
-            yield
+            sweeper = asyncio.create_task(
+                run_sweeper(app.state.services, interval=settings.sweep_interval),
+                name="storyline-sweeper",
+            )
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
         finally:
             await broadcast.disconnect()
             if simulator is not None:

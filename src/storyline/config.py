@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     signup_credits: int = Field(default=100, ge=0, le=1_000_000)
     pending_timeout: float = Field(default=300.0, gt=0)
     processing_timeout: float = Field(default=7200.0, gt=0)
+    sweep_interval: float = Field(default=15.0, gt=0)
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
     max_subscriptions_per_connection: int = Field(default=50, ge=1, le=1000)

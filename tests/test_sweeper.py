@@ -1,0 +1,164 @@
+"""The sweeper resolves stuck projects, once each, even with several instances sweeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storyline.persistence.engine import sqlalchemy_url
+from storyline.persistence.invariants import violations
+from storyline.resolvers.sweep import sweep
+from tests.conftest import migrated_database
+from tests.fakes import FakeVideoService
+from tests.support import Api, books, new_user, storyline, token
+
+TIMEOUT = 0.3
+QUIET = 3600.0  # no background sweep during a test unless it asks for one
+
+
+@pytest.fixture
+async def own_database(server_url: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A database of this test's own: a short-timeout sweeper would touch anyone's projects."""
+    url = await migrated_database(server_url)
+    engine = create_async_engine(sqlalchemy_url(url))
+    yield url, engine
+    async with engine.connect() as conn:
+        assert await violations(conn) == {}
+    await engine.dispose()
+
+
+def instance(url: str, upstream: str, **overrides: Any) -> Any:
+    settings: dict[str, Any] = {
+        "upstream_url": upstream,
+        "upstream_timeout": 0.2,
+        "pending_timeout": TIMEOUT,
+        "processing_timeout": TIMEOUT,
+        "sweep_interval": QUIET,
+        **overrides,
+    }
+    return storyline(url, **settings)
+
+
+async def test_pending_without_upstream_id_is_failed_and_refunded(
+    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, engine = own_database
+    async with instance(url, fake_upstream[1]) as api:
+        user = new_user()
+        project = (await api.generate(user, prompt="Lost [hang]"))["data"]["generateStory"]
+        assert project["status"] == "PENDING"
+        assert await sweep(api.services) == Counter()  # not old enough yet
+        await asyncio.sleep(TIMEOUT + 0.1)
+        assert await sweep(api.services) == Counter({"pending_to_failed": 1})
+        state = await project_state(api, user, project["id"])
+        assert state["status"] == "FAILED"
+        assert "never confirmed" in state["errorMessage"]
+        assert (await books(engine, user)).balance == 100
+
+
+@pytest.mark.parametrize(
+    ("tasks", "status", "action"),
+    [
+        (["completed", "completed"], "COMPLETED", "pending_to_completed"),
+        (["completed", "error"], "FAILED", "pending_to_failed"),
+        (["completed", "in_progress"], "PROCESSING", "pending_to_processing"),
+        (None, "FAILED", "pending_to_failed"),
+    ],
+)
+async def test_pending_with_upstream_id_follows_the_video_service(
+    own_database: tuple[str, AsyncEngine],
+    fake_upstream: tuple[FakeVideoService, str],
+    tasks: list[str] | None,
+    status: str,
+    action: str,
+) -> None:
+    url, engine = own_database
+    fake = fake_upstream[0]
+    async with instance(url, fake_upstream[1]) as api:
+        user = new_user()
+        project = (await api.generate(user, prompt="Unsure [hang]"))["data"]["generateStory"]
+        external_id = f"job-{project['id']}"
+        if tasks is not None:
+            fake.jobs[external_id] = tasks
+        async with engine.begin() as conn:  # as if Tx2 had stored the id and then stalled
+            await conn.execute(
+                text("UPDATE projects SET external_id = :e WHERE id = :id"),
+                {"e": external_id, "id": project["id"]},
+            )
+        await asyncio.sleep(TIMEOUT + 0.1)
+        assert await sweep(api.services) == Counter({action: 1})
+        assert (await project_state(api, user, project["id"]))["status"] == status
+        refunded = status == "FAILED"
+        assert (await books(engine, user)).balance == (100 if refunded else 40)
+
+
+async def test_processing_without_reports_is_failed_and_refunded(
+    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, engine = own_database
+    async with instance(url, fake_upstream[1]) as api:
+        user = new_user()
+        project = (await api.generate(user))["data"]["generateStory"]
+        await asyncio.sleep(TIMEOUT / 2)
+        await api.report(projectId=project["id"], status="PROCESSING", progress=10)
+        await asyncio.sleep(TIMEOUT / 2 + 0.05)
+        assert await sweep(api.services) == Counter()  # the report kept it alive
+        await asyncio.sleep(TIMEOUT)
+        assert await sweep(api.services) == Counter({"processing_timed_out": 1})
+        state = await project_state(api, user, project["id"])
+        assert state["status"] == "FAILED"
+        assert "No report from the pipeline" in state["errorMessage"]
+        assert (await books(engine, user)).balance == 100
+
+
+async def test_two_instances_sweeping_at_once_resolve_each_project_once(
+    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, engine = own_database
+    async with instance(url, fake_upstream[1]) as one, instance(url, fake_upstream[1]) as two:
+        users = [new_user() for _ in range(10)]
+        for user in users:
+            await one.grant(user, 100)
+            for n in range(5):
+                assert "errors" not in await one.generate(user, quality="SD", prompt=f"S{n}")
+        await asyncio.sleep(TIMEOUT + 0.1)
+        first, second = await asyncio.gather(sweep(one.services), sweep(two.services))
+        assert first + second == Counter({"processing_timed_out": 50})
+        for user in users:
+            state = await books(engine, user)
+            assert state.balance == 200
+            assert Counter(kind for kind, _, _ in state.ledger) == {
+                "GRANT": 2,
+                "CHARGE": 5,
+                "REFUND": 5,
+            }
+
+
+async def test_every_instance_sweeps_in_the_background(
+    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, _ = own_database
+    async with instance(url, fake_upstream[1], sweep_interval=0.1) as api:
+        user = new_user()
+        project = (await api.generate(user))["data"]["generateStory"]
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if (await project_state(api, user, project["id"]))["status"] == "FAILED":
+                break
+        assert (await project_state(api, user, project["id"]))["status"] == "FAILED"
+
+
+async def project_state(api: Api, user: str, project_id: str) -> dict[str, Any]:
+    data = await api.data(
+        "query($id: ID!) { project(id: $id) { status errorMessage version } }",
+        {"id": project_id},
+        auth=token(user),
+    )
+    state: dict[str, Any] = data["project"]
+    return state
