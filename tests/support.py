@@ -185,3 +185,12 @@ async def books(engine: AsyncEngine, user: str) -> Books:
             [(row[0], row[1], row[2]) for row in ledger],
             [(row[0], row[1]) for row in projects],
         )
+
+
+async def row_counts(engine: AsyncEngine) -> dict[str, int]:
+    """How many accounts, projects and ledger rows exist: a refused request adds none."""
+    async with engine.connect() as conn:
+        return {
+            table: int(await conn.scalar(text(f"SELECT count(*) FROM {table}")) or 0)  # noqa: S608
+            for table in ("accounts", "projects", "ledger")
+        }

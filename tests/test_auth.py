@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.auth import Role
-from tests.support import JWT_SECRET, Api, books, new_user, token
+from tests.support import JWT_SECRET, Api, books, new_user, row_counts, token
 
 ME = "{ me { balance } }"
 
@@ -38,8 +38,11 @@ BAD_HEADERS = {
 
 
 @pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
-async def test_a_bad_token_is_unauthenticated_everywhere(api: Api, header: str | None) -> None:
+async def test_a_bad_token_is_unauthenticated_everywhere(
+    api: Api, engine: AsyncEngine, header: str | None
+) -> None:
     headers = {} if header is None else {"Authorization": header}
+    before = await row_counts(engine)
     for query in (
         ME,
         "{ price }",
@@ -52,6 +55,7 @@ async def test_a_bad_token_is_unauthenticated_everywhere(api: Api, header: str |
         body = response.json()
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", (query, body)
         assert body["data"] is None
+    assert await row_counts(engine) == before
 
 
 async def test_expiry_is_enforced_only_when_present(api: Api) -> None:

@@ -76,11 +76,12 @@ async def test_an_unexpected_failure_is_masked_and_logged(
     broken = create_async_engine(sqlalchemy_url(database_url))
     async with broken.begin() as conn:
         await conn.execute(text("ALTER TABLE ledger RENAME TO ledger_elsewhere"))
-    await broken.dispose()
 
     async with storyline(database_url) as api:
         with caplog.at_level(logging.ERROR, logger="storyline"):
             body = await api.post("{ me { balance } }", auth=token(new_user()))
+        async with broken.connect() as conn:  # the half-made account was rolled back
+            assert await conn.scalar(text("SELECT count(*) FROM accounts")) == 0
         [error] = body["errors"]
         assert error == {
             "message": "Internal server error.",
@@ -91,3 +92,4 @@ async def test_an_unexpected_failure_is_masked_and_logged(
         assert any("ledger" in str(record.exc_info) for record in caplog.records)
         # The instance still serves what does not need the broken table.
         assert (await api.data("{ price }", auth=token("x", Role.ADMIN))) == {"price": 60}
+    await broken.dispose()

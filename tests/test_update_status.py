@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, books, new_user
+from tests.support import Api, books, new_user, row_counts
 
 
 async def start(api: Api) -> tuple[str, dict[str, Any]]:
@@ -90,10 +90,12 @@ async def test_an_out_of_order_progress_report_does_not_move_progress_back(api: 
     assert (kept["progress"], kept["stage"], kept["version"]) == (65, "storyboard", 3)
 
 
-async def test_a_report_for_an_unknown_project_is_not_found(api: Api) -> None:
+async def test_a_report_for_an_unknown_project_is_not_found(api: Api, engine: AsyncEngine) -> None:
+    before = await row_counts(engine)
     for naming in (
         {"projectId": "00000000-0000-4000-8000-000000000000"},
         {"externalId": "never-created"},
     ):
-        body = await api.report(status="PROCESSING", **naming)
+        body = await api.report(status="FAILED", **naming)
         assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await row_counts(engine) == before
