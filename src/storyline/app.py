@@ -19,6 +19,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
+from storyline import web
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
@@ -132,6 +133,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *web.routes,
     ]
     if simulator is not None:
         routes.append(Mount(SIMULATOR_PATH, app=simulator.app))
