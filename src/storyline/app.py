@@ -11,6 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -23,6 +25,7 @@ from storyline import web
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
+from storyline.limits import BodySizeLimit
 from storyline.live.hub import ProjectBroadcast
 from storyline.persistence.engine import create_engine
 from storyline.persistence.listener import PostgresListener
@@ -123,7 +126,8 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         )
 
     graphql = GraphQLApp(
-        build_schema(),
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.graphiql else None,
         keep_alive=True,
         keep_alive_interval=KEEP_ALIVE_SECONDS,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
@@ -137,7 +141,18 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
     ]
     if simulator is not None:
         routes.append(Mount(SIMULATOR_PATH, app=simulator.app))
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                max_age=600,
+            )
+        )
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 async def _wait_for_database(engine: AsyncEngine, *, attempts: int = 30) -> None:

@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
+from storyline.faults import warn_if_armed
 
 # Set by ``serve`` for its worker processes, which build the app from the environment.
 SELF_URL_VARIABLE = "STORYLINE_SELF_URL"
@@ -98,6 +99,7 @@ def app_from_environment() -> Starlette:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    warn_if_armed()
     url = database_url(settings)
     if not args.no_migrate:
         from storyline.persistence.migrate import migrate

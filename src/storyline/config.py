@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
 
@@ -30,7 +30,19 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(default=15.0, gt=0)
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # Limits on what one request or connection may ask for.
     max_subscriptions_per_connection: int = Field(default=50, ge=1, le=1000)
+    max_subscriptions_per_user: int = Field(default=200, ge=1, le=100_000)
+    max_query_depth: int = Field(default=15, ge=2, le=100)
+    max_query_tokens: int = Field(default=2000, ge=100, le=100_000)
+    max_query_aliases: int = Field(default=30, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Production switches: a closed API explores nothing and answers no foreign origin.
+    introspection: bool = True
+    graphiql: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # The built-in simulator (used when upstream_url is unset).
     simulator_step_seconds: float = Field(default=1.0, ge=0)
@@ -43,6 +55,13 @@ class Settings(BaseSettings):
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters for HS256")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
     @field_validator("upstream_url")

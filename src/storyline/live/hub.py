@@ -15,17 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from broadcaster import Broadcast
 
+from storyline.domain.errors import StorylineError
 from storyline.live.events import ProjectEvent
 from storyline.persistence.listener import RECONNECTED, PostgresListener
 
 log = logging.getLogger(__name__)
 
 MAILBOX_LIMIT = 32
+
+
+class TooManySubscriptions(StorylineError):
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"At most {limit} live subscriptions per user; close one first.",
+            field="projectId",
+            limit=limit,
+        )
 
 
 class Mailbox:
@@ -65,19 +78,31 @@ class ProjectBroadcast(Broadcast):
         super().__init__(backend=backend)
         self.listener = backend
         self.mailboxes: dict[str, set[Mailbox]] = {}
+        self.by_owner: Counter[str] = Counter()
 
     @property
     def subscriber_count(self) -> int:
         return sum(len(boxes) for boxes in self.mailboxes.values())
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Mailbox]:  # type: ignore[override]
-        """Deliveries for one project id; registered before the first await."""
+    async def subscribe(  # type: ignore[override]
+        self, channel: str, *, owner: str = "", limit: int | None = None
+    ) -> AsyncIterator[Mailbox]:
+        """Deliveries for one project id; registered before the first await.
+
+        Raises TooManySubscriptions when ``owner`` already holds ``limit`` of them.
+        """
+        if limit is not None and self.by_owner[owner] >= limit:
+            raise TooManySubscriptions(limit)
         mailbox = Mailbox()
         self.mailboxes.setdefault(channel, set()).add(mailbox)
+        self.by_owner[owner] += 1
         try:
             yield mailbox
         finally:
+            self.by_owner[owner] -= 1
+            if not self.by_owner[owner]:
+                del self.by_owner[owner]
             boxes = self.mailboxes.get(channel)
             if boxes is not None:
                 boxes.discard(mailbox)

@@ -14,6 +14,7 @@ from storyline.domain.errors import IdempotencyConflict, InsufficientCredits, Up
 from storyline.domain.lifecycle import Report, Status
 from storyline.domain.pricing import price
 from storyline.domain.requests import StoryRequest
+from storyline.faults import crash_point
 from storyline.persistence import accounts, projects
 from storyline.persistence.projects import NewProject, ProjectRecord
 from storyline.resolvers.update_status import transition
@@ -36,6 +37,7 @@ async def generate_story(
         project, fresh = await _replay(services, principal, request), False
     if not fresh:
         return project
+    crash_point("generate-after-charge")
 
     job = JobRequest(
         project_id=str(project.id),
@@ -55,6 +57,7 @@ async def generate_story(
         return current
     except UpstreamRefused as refused:
         return await _fail(services, project, refused.reason)
+    crash_point("generate-after-upstream-accepted")
 
     async with services.engine.begin() as conn:
         return await projects.confirm_created(conn, project_id=project.id, external_id=external_id)
@@ -98,6 +101,7 @@ async def _reserve(
             )
         except accounts.BalanceTooLow as low:
             raise InsufficientCredits(required=cost, balance=low.balance) from None
+        crash_point("generate-before-charge-commit")
     return project, True
 
 

@@ -24,7 +24,11 @@ async def watch_project(
         raise NotFound from None
     # Listen before reading: a change committed in between arrives as an event and is
     # dropped only if the row read already shows it.
-    async with services.broadcast.subscribe(str(key)) as mailbox:
+    async with services.broadcast.subscribe(
+        str(key),
+        owner=principal.user_id,
+        limit=services.settings.max_subscriptions_per_user,
+    ) as mailbox:
         current = await _read(services, key)
         if current is None or not can_see(principal, current):
             raise NotFound

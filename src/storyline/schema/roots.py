@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from functools import partial
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.types.execution import ExecutionContext
 
 from storyline.auth import Role
+from storyline.config import Settings
 from storyline.domain.pricing import price
 from storyline.resolvers import queries
 from storyline.resolvers.generate_story import generate_story
@@ -116,7 +125,17 @@ class StorylineSchema(strawberry.Schema):
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema with the limits of ``settings`` (defaults when None)."""
+    settings = settings or Settings.model_construct()
+    extensions: list[Callable[[], SchemaExtension]] = [
+        ClientErrors,
+        partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
+        partial(MaxAliasesLimiter, max_alias_count=settings.max_query_aliases),
+        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
     return StorylineSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=[ClientErrors]
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )

@@ -1,0 +1,163 @@
+"""Hostile requests get a clean, fast refusal, and the server goes on serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from graphql import get_introspection_query
+from websockets.asyncio.client import ClientConnection
+
+from tests.conftest import migrated_database
+from tests.fakes import FakeVideoService
+from tests.support import Api, new_user, storyline, token
+from tests.watch import connected, start
+
+ME = "{ me { balance } }"
+
+
+async def still_serving(api: Api) -> None:
+    assert (await api.data(ME, auth=token(new_user()))) == {"me": {"balance": 100}}
+
+
+async def test_two_thousand_aliases_are_refused(api: Api) -> None:
+    query = "{ " + " ".join(f"a{n}: price" for n in range(2000)) + " }"
+    body = await api.post(query, auth=token(new_user()))
+    assert body.get("data") is None
+    assert "token" in body["errors"][0]["message"].lower()
+    await still_serving(api)
+
+
+async def test_more_aliases_than_allowed_are_refused(api: Api) -> None:
+    query = "{ " + " ".join(f"a{n}: price" for n in range(31)) + " }"
+    body = await api.post(query, auth=token(new_user()))
+    assert body.get("data") is None
+    assert "aliases" in body["errors"][0]["message"].lower()
+    await still_serving(api)
+
+
+async def test_a_deeply_nested_document_is_refused(api: Api) -> None:
+    depth = 40
+    query = "{ me { ledger { edges { node { " + "a { " * depth + "b" + " }" * depth + " } } } } }"
+    body = await api.post(query, auth=token(new_user()))
+    assert body.get("data") is None
+    assert "depth" in body["errors"][0]["message"].lower()
+    await still_serving(api)
+
+
+async def test_a_fragment_cycle_is_refused(api: Api) -> None:
+    query = """
+    query { me { ...A } }
+    fragment A on Account { balance ...B }
+    fragment B on Account { userId ...A }
+    """
+    body = await api.post(query, auth=token(new_user()))
+    assert body.get("data") is None
+    assert "cannot spread fragment" in body["errors"][0]["message"].lower()
+    await still_serving(api)
+
+
+async def test_graphiqls_introspection_query_still_works(api: Api) -> None:
+    body = await api.post(get_introspection_query(descriptions=True), auth=None)
+    assert "errors" not in body
+    assert body["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+async def test_a_five_megabyte_body_is_refused_with_413(api: Api) -> None:
+    huge = json.dumps({"query": ME, "variables": {"pad": "x" * 5_000_000}})
+    response = await api.http.post(
+        "/graphql",
+        content=huge,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token('u')}"},
+    )
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the server must count
+        for _ in range(50):
+            yield b"x" * 100_000
+
+    streamed = await api.http.post(
+        "/graphql", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    await still_serving(api)
+
+
+async def test_a_hundred_kilobyte_prompt_is_bad_input(api: Api) -> None:
+    body = await api.generate(new_user(), prompt="p" * 100_000)
+    assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "prompt"}
+    await still_serving(api)
+
+
+async def test_two_hundred_subscriptions_on_one_connection_are_capped(api: Api) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    limit = api.services.settings.max_subscriptions_per_connection
+    async with connected(api.url, token(user)) as ws:
+        for n in range(200):
+            await start(ws, project["id"], op=str(n))
+        seen: dict[str, str] = {}
+        while len(seen) < 200:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            seen.setdefault(message["id"], message["type"])
+    assert sum(kind == "next" for kind in seen.values()) == limit
+    assert sum(kind == "error" for kind in seen.values()) == 200 - limit
+    await still_serving(api)
+
+
+async def test_subscriptions_per_user_are_capped_across_connections(
+    server_url: str, fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    database_url = await migrated_database(server_url)
+    async with storyline(
+        database_url, upstream_url=fake_upstream[1], max_subscriptions_per_user=3
+    ) as api:
+        user = new_user()
+        project_id = (await api.generate(user))["data"]["generateStory"]["id"]
+        async with connected(api.url, token(user)) as first:
+            async with connected(api.url, token(user)) as second:
+                for ws, op in ((first, "a"), (first, "b"), (second, "c")):
+                    await start(ws, project_id, op=op)
+                    assert (await next_message(ws))["type"] == "next"
+                await start(second, project_id, op="d")
+                refused = await next_message(second)
+                assert refused["payload"]["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+                assert (await next_message(second))["type"] == "complete"
+                other = new_user()  # the cap is per user
+                other_project = (await api.generate(other))["data"]["generateStory"]["id"]
+                async with connected(api.url, token(other)) as third:
+                    await start(third, other_project, op="e")
+                    assert (await next_message(third))["type"] == "next"
+            # Closing a connection frees its slots.
+            await start(first, project_id, op="f")
+            assert (await next_message(first))["type"] == "next"
+
+
+async def next_message(ws: ClientConnection) -> dict[str, Any]:
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if message["type"] not in ("ping", "pong", "ka"):
+            return message
+
+
+@pytest.mark.parametrize("setting", ["introspection", "graphiql"])
+async def test_introspection_and_graphiql_can_be_switched_off(
+    server_url: str, setting: str
+) -> None:
+    database_url = await migrated_database(server_url)
+    async with storyline(
+        database_url, upstream_url="http://127.0.0.1:9", **{setting: False}
+    ) as api:
+        introspection = await api.post("{ __schema { queryType { name } } }", auth=None)
+        page = await api.http.get("/graphql", headers={"Accept": "text/html"})
+        if setting == "introspection":
+            assert introspection.get("data") is None
+            assert page.status_code == 200
+        else:
+            assert "errors" not in introspection
+            assert page.status_code != 200 or "graphiql" not in page.text.lower()
+        await still_serving(api)
