@@ -4,7 +4,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench browser
+.PHONY: run test lint format bench browser fuzz hypothesis
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -42,6 +42,14 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 
 bench: $(VENV)/.installed-bench
 	$(VENV)/bin/python -m bench
+
+# Longer property-based runs than CI's bounded ones.
+fuzz: $(VENV)/.installed-test
+	STORYLINE_FUZZ_EXAMPLES=$${STORYLINE_FUZZ_EXAMPLES:-1000} $(VENV)/bin/pytest tests/test_fuzz.py -q
+
+hypothesis: $(VENV)/.installed-test
+	STORYLINE_HYPOTHESIS_EXAMPLES=$${STORYLINE_HYPOTHESIS_EXAMPLES:-1000} \
+	  $(VENV)/bin/pytest tests/test_money_machine.py -q
 
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix .

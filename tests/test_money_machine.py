@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Coroutine, Iterator
-from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import pytest
@@ -28,15 +26,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.domain.lifecycle import Status
-from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
 from storyline.resolvers.sweep import sweep
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
-from tests.support import Api, new_user, serving, storyline
+from tests.support import new_user
+from tests.threaded import World
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("STORYLINE_HYPOTHESIS_EXAMPLES", "20"))
@@ -45,58 +41,15 @@ STATUSES = [status.value for status in Status]
 TAGS = ["", "", "", " [500]", " [hang]", " [complete-first]", " [fail-first]"]
 
 
-class LoopThread:
-    """An event loop of its own: hypothesis drives the machine synchronously."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-class World:
-    """Storyline, its database and a fake video service, all in the loop thread."""
-
-    def __init__(self, server_url: str) -> None:
-        self.loop = LoopThread()
-        self.stack = AsyncExitStack()
-        self.fake = FakeVideoService(hang_seconds=0.3)
-        self.api, self.engine = self.loop.run(self._start(server_url))
-
-    async def _start(self, server_url: str) -> tuple[Api, AsyncEngine]:
-        url = await migrated_database(server_url)
-        upstream = await self.stack.enter_async_context(serving(self.fake.app))
-        api = await self.stack.enter_async_context(
-            storyline(
-                url,
-                upstream_url=upstream,
-                upstream_timeout=0.15,
-                pending_timeout=0.05,
-                processing_timeout=0.5,
-                sweep_interval=3600,
-            )
-        )
-        self.fake.api = api
-        engine = create_async_engine(sqlalchemy_url(url))
-        self.stack.push_async_callback(engine.dispose)
-        return api, engine
-
-    def close(self) -> None:
-        self.loop.run(self.stack.aclose())
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def world(server_url: str) -> Iterator[World]:
-    world = World(server_url)
+    world = World(
+        server_url,
+        upstream_timeout=0.15,
+        pending_timeout=0.05,
+        processing_timeout=0.5,
+        sweep_interval=3600,
+    )
     yield world
     world.close()
 
