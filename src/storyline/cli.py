@@ -118,7 +118,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             settings.resolved_jwt_secret(), DEMO_USER, role=Role.USER, ttl=DEMO_TOKEN_TTL
         )
         print(
-            f"\nStoryline: GraphiQL at http://{local_host}:{args.port}/graphql\n"
+            f"\nStoryline: the story editor at http://{local_host}:{args.port}/ and"
+            f" GraphiQL at http://{local_host}:{args.port}/graphql\n"
             f"Paste into GraphiQL's headers pane (user {DEMO_USER!r}, valid 7 days):\n"
             f'{{"Authorization": "Bearer {token}"}}\n',
             flush=True,
