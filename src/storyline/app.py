@@ -6,7 +6,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from cross_web import HTTPException  # what strawberry's views raise and answer
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,12 +21,15 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from storyline import web
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
+from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
 from storyline.limits import BodySizeLimit
 from storyline.live.hub import ProjectBroadcast
 from storyline.persistence.engine import create_engine
@@ -43,11 +48,40 @@ KEEP_ALIVE_SECONDS = 15.0
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    """strawberry's ASGI view, with GraphQL-over-HTTP content negotiation (see graphql_http)."""
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         services: Services = request.app.state.services
+        if isinstance(response, Response):
+            response.media_type = negotiate(request.headers.get("accept"))
         return Context(services=services, authorization=request.headers.get("authorization"))
+
+    async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await super().execute_operation(*args, **kwargs)
+        except HTTPException as refused:
+            if isinstance(refused.__cause__, InvalidOperationTypeError):
+                # A mutation over GET: the method is wrong, not the request.
+                raise HTTPException(405, refused.reason) from None
+            raise
+        sub_response: Response = kwargs["sub_response"]
+        if sub_response.media_type == GRAPHQL_RESPONSE_JSON and not_executed(result):
+            sub_response.status_code = 400
+        return result
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        processed = await super().process_result(request, result)
+        if not_executed(result):
+            processed.pop("data", None)  # nothing ran: the response has no data entry
+        return processed
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        media_type = sub_response.media_type or JSON
+        response.headers["content-type"] = f"{media_type}; charset=utf-8"
+        return response
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Refuse a connection_init without a valid token before serving anything."""

@@ -109,6 +109,14 @@ class ProjectBroadcast(Broadcast):
                 if not boxes:
                     del self.mailboxes[channel]
 
+    async def disconnect(self) -> None:
+        """Safe also after a failed connect (the stock method assumes a listener task)."""
+        task = getattr(self, "_listener_task", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._backend.disconnect()
+
     async def _listener(self) -> None:
         while True:
             event = await self._backend.next_published()

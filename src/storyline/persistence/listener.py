@@ -46,12 +46,17 @@ class PostgresListener(BroadcastBackend):
 
     async def connect(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name="storyline-listener")
-        await asyncio.wait_for(self._connected.wait(), timeout=30)
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout=30)
+        except BaseException:
+            await self.disconnect()
+            raise
 
     async def disconnect(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
 
     # Logical channels are project ids routed in-process: PostgreSQL hears one channel only.
     async def subscribe(self, channel: str) -> None:
@@ -89,6 +94,7 @@ class PostgresListener(BroadcastBackend):
                     self._events.put_nowait(Event(RECONNECTED, ""))
                 first = False
                 await self._watch(connection, lost)
+                log.warning("notification listener lost its connection")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

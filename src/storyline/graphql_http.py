@@ -1,0 +1,50 @@
+"""GraphQL over HTTP: the response media type a client asked for, and when a request ran.
+
+With ``Accept: application/graphql-response+json`` a request that never executed (parse,
+validation or variable-coercion failure) is answered 400 without a ``data`` entry; with
+``application/json`` (or no preference) such requests keep the classic 200 answer.
+"""
+
+from __future__ import annotations
+
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON = "application/json"
+
+
+def negotiate(accept: str | None) -> str:
+    """The better of the two media types by the Accept header's q-values.
+
+    A client that names graphql-response+json gets it unless it prefers JSON outright;
+    one that names neither (or sends no Accept) gets the classic JSON.
+    """
+    best, best_q = JSON, -1.0
+    for item in (accept or "").split(","):
+        kind, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        kind = kind.lower()
+        if q <= 0:
+            continue
+        if kind == GRAPHQL_RESPONSE_JSON and q >= best_q:
+            best, best_q = GRAPHQL_RESPONSE_JSON, q
+        elif kind in (JSON, "application/*", "*/*") and q > best_q:
+            best, best_q = JSON, q
+    return best
+
+
+def not_executed(result: object) -> bool:
+    """Whether a result comes from a request that failed before execution began."""
+    if isinstance(result, PreExecutionError):
+        return True
+    if not isinstance(result, ExecutionResult) or result.data is not None or not result.errors:
+        return False
+    return all(error.path is None for error in result.errors)

@@ -1,0 +1,95 @@
+"""GraphQL over HTTP: graphql-response+json with the specification's status codes, and the
+classic application/json behaviour for clients that ask for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate
+from tests.support import Api, new_user, token
+
+SPEC = f"{GRAPHQL_RESPONSE_JSON}, {JSON};q=0.9"
+
+CASES: dict[str, tuple[dict[str, Any], int, bool]] = {
+    # name: (request body, status under graphql-response+json, has a data entry)
+    "success": ({"query": "{ price }"}, 200, True),
+    "field error": (
+        {"query": '{ project(id: "x") { id } me { balance } price(quality: SD) }'},
+        200,
+        True,
+    ),
+    "parse error": ({"query": "{ price "}, 400, False),
+    "validation error": ({"query": "{ nope }"}, 400, False),
+    "variable coercion": (
+        {
+            "query": "query($f: Int!) { projects(first: $f) { pageInfo { hasNextPage } } }",
+            "variables": {"f": "many"},
+        },
+        400,
+        False,
+    ),
+    "expected error": ({"query": "{ projects(first: 0) { edges { cursor } } }"}, 200, True),
+}
+
+
+async def post(api: Api, body: dict[str, Any], accept: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token(new_user())}"}
+    if accept is not None:
+        headers["Accept"] = accept
+    return await api.http.post("/graphql", json=body, headers=headers)
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_graphql_response_json_answers_with_the_specs_status_codes(
+    api: Api, case: str
+) -> None:
+    body, status, has_data = CASES[case]
+    response = await post(api, body, SPEC)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE_JSON)
+    assert ("data" in response.json()) is has_data
+    if not has_data:
+        assert response.json()["errors"]
+
+
+@pytest.mark.parametrize("accept", [JSON, None, "*/*"])
+@pytest.mark.parametrize("case", CASES)
+async def test_classic_json_keeps_200(api: Api, case: str, accept: str | None) -> None:
+    body, _, has_data = CASES[case]
+    response = await post(api, body, accept)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(JSON)
+    assert ("data" in response.json()) is has_data
+
+
+async def test_get_runs_queries_but_not_mutations(api: Api) -> None:
+    headers = {"Authorization": f"Bearer {token(new_user())}", "Accept": SPEC}
+    query = await api.http.get("/graphql", params={"query": "{ price }"}, headers=headers)
+    assert (query.status_code, query.json()) == (200, {"data": {"price": 60}})
+    mutation = await api.http.get(
+        "/graphql",
+        params={"query": 'mutation { generateStory(input: {prompt: "x"}) { id } }'},
+        headers=headers,
+    )
+    assert mutation.status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        (None, JSON),
+        ("", JSON),
+        ("*/*", JSON),
+        (JSON, JSON),
+        (GRAPHQL_RESPONSE_JSON, GRAPHQL_RESPONSE_JSON),
+        (SPEC, GRAPHQL_RESPONSE_JSON),
+        (f"{GRAPHQL_RESPONSE_JSON};q=0.5, {JSON}", JSON),
+        (f"{JSON}, {GRAPHQL_RESPONSE_JSON}", GRAPHQL_RESPONSE_JSON),
+        (f"{GRAPHQL_RESPONSE_JSON};q=0, {JSON};q=0.1", JSON),
+    ],
+)
+def test_negotiation(accept: str | None, chosen: str) -> None:
+    assert negotiate(accept) == chosen
