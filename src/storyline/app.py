@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from cross_web import HTTPException  # what strawberry's views raise and answer
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -32,6 +34,7 @@ from storyline.domain.errors import Unauthenticated
 from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
 from storyline.limits import BodySizeLimit
 from storyline.live.hub import ProjectBroadcast
+from storyline.metrics import Metrics
 from storyline.persistence.engine import create_engine
 from storyline.persistence.listener import PostgresListener
 from storyline.resolvers.sweep import run_sweeper
@@ -83,6 +86,14 @@ class GraphQLApp(GraphQL[Context, None]):
         response.headers["content-type"] = f"{media_type}; charset=utf-8"
         return response
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        services: Services = scope["app"].state.services
+        with services.metrics.websocket():
+            await super().__call__(scope, receive, send)
+
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Refuse a connection_init without a valid token before serving anything."""
         try:
@@ -96,6 +107,7 @@ class GraphQLApp(GraphQL[Context, None]):
 def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starlette:
     """``self_url`` is where this instance is reachable; the built-in simulator reports there."""
     jwt_secret = settings.resolved_jwt_secret()
+    metrics = Metrics()
     simulator = None
     if settings.upstream_url is None:
         simulator = Simulator(
@@ -116,6 +128,10 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             timeout=settings.upstream_timeout,
         )
         broadcast = ProjectBroadcast(PostgresListener(database_url))
+        metrics.follow(
+            subscriptions=lambda: broadcast.subscriber_count,
+            reconnects=lambda: broadcast.listener.reconnects,
+        )
         try:
             await _wait_for_database(engine)
             await broadcast.connect()
@@ -125,6 +141,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 video=video,
                 jwt_secret=jwt_secret,
                 broadcast=broadcast,
+                metrics=metrics,
             )
             sweeper = asyncio.create_task(
                 run_sweeper(app.state.services, interval=settings.sweep_interval),
@@ -159,6 +176,9 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             {"database": database, "listener": listener}, status_code=200 if ready else 503
         )
 
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     graphql = GraphQLApp(
         build_schema(settings),
         graphql_ide="graphiql" if settings.graphiql else None,
@@ -171,6 +191,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", prometheus),
         *web.routes,
     ]
     if simulator is not None:

@@ -59,7 +59,7 @@ def authenticate(secret: str, authorization: str | None) -> Principal:
     except jwt.PyJWTError:
         raise Unauthenticated("The token is not valid.") from None
     subject = claims["sub"]
-    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT:
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT or "\x00" in subject:
         raise Unauthenticated("The token's subject is not valid.")
     try:
         role = Role(claims.get("role", Role.USER.value))

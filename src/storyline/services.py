@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.config import Settings
 from storyline.live.hub import ProjectBroadcast
+from storyline.metrics import Metrics
 from storyline.upstream.client import VideoService
 
 
@@ -18,3 +19,4 @@ class Services:
     video: VideoService
     jwt_secret: str
     broadcast: ProjectBroadcast
+    metrics: Metrics

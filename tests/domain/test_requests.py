@@ -92,3 +92,14 @@ def test_bad_reports_name_their_field(overrides: dict[str, Any], field: str) -> 
     with pytest.raises(BadUserInput) as raised:
         report(**overrides)
     assert raised.value.extensions["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [({"prompt": "a\x00b"}, "prompt"), ({"idempotency_key": "\x00"}, "idempotencyKey")],
+)
+def test_nul_characters_are_refused(overrides: dict[str, Any], field: str) -> None:
+    # PostgreSQL cannot store NUL in text; found by the fuzzer as an internal error.
+    with pytest.raises(BadUserInput) as raised:
+        story(**overrides)
+    assert raised.value.extensions["field"] == field

@@ -53,18 +53,12 @@ class StoryRequest:
         seed: int | None,
         idempotency_key: str | None,
     ) -> StoryRequest:
-        prompt = prompt.strip()
-        if not prompt:
-            raise BadUserInput("prompt", "must not be empty")
-        if len(prompt) > MAX_PROMPT:
-            raise BadUserInput("prompt", f"must be at most {MAX_PROMPT} characters")
-        image_model = image_model.strip()
-        if not 0 < len(image_model) <= MAX_IMAGE_MODEL:
-            raise BadUserInput("imageModel", f"must be 1 to {MAX_IMAGE_MODEL} characters")
+        prompt = text("prompt", prompt.strip(), MAX_PROMPT)
+        image_model = text("imageModel", image_model.strip(), MAX_IMAGE_MODEL)
         if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
             raise BadUserInput("seed", f"must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise BadUserInput("idempotencyKey", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        if idempotency_key is not None:
+            text("idempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY)
         return cls(prompt, quality, aspect_ratio, image_model, seed, idempotency_key)
 
     def fingerprint(self) -> str:
@@ -99,14 +93,14 @@ class StatusReport:
     ) -> StatusReport:
         if (project_id is None) == (external_id is None):
             raise BadUserInput("projectId", "give exactly one of projectId and externalId")
-        if external_id is not None and not 0 < len(external_id) <= MAX_EXTERNAL_ID:
-            raise BadUserInput("externalId", f"must be 1 to {MAX_EXTERNAL_ID} characters")
+        if external_id is not None:
+            text("externalId", external_id, MAX_EXTERNAL_ID)
         if progress is not None and not 0 <= progress <= 100:
             raise BadUserInput("progress", "must be between 0 and 100")
-        if stage is not None and len(stage) > MAX_STAGE:
-            raise BadUserInput("stage", f"must be at most {MAX_STAGE} characters")
-        if error_message is not None and len(error_message) > MAX_ERROR_MESSAGE:
-            raise BadUserInput("errorMessage", f"must be at most {MAX_ERROR_MESSAGE} characters")
+        if stage is not None:
+            text("stage", stage, MAX_STAGE, empty=True)
+        if error_message is not None:
+            text("errorMessage", error_message, MAX_ERROR_MESSAGE, empty=True)
         if result_url is not None:
             check_url(result_url)
         return cls(
@@ -114,6 +108,17 @@ class StatusReport:
             external_id=external_id,
             report=Report(status, progress, stage, error_message, result_url),
         )
+
+
+def text(field: str, value: str, longest: int, *, empty: bool = False) -> str:
+    """A text PostgreSQL can store (no NUL) of at most ``longest`` characters."""
+    if "\x00" in value:
+        raise BadUserInput(field, "must not contain NUL characters")
+    if len(value) > longest:
+        raise BadUserInput(field, f"must be at most {longest} characters")
+    if not value and not empty:
+        raise BadUserInput(field, "must not be empty")
+    return value
 
 
 def parse_id(field: str, value: str) -> uuid.UUID:
@@ -124,8 +129,7 @@ def parse_id(field: str, value: str) -> uuid.UUID:
 
 
 def check_url(value: str) -> None:
-    if len(value) > MAX_RESULT_URL:
-        raise BadUserInput("resultUrl", f"must be at most {MAX_RESULT_URL} characters")
+    text("resultUrl", value, MAX_RESULT_URL)
     try:
         parts = urlsplit(value)
     except ValueError:
@@ -141,11 +145,7 @@ def check_page_size(first: int) -> None:
 
 def check_grant(*, user_id: str, amount: int, reason: str) -> str:
     """The reason, trimmed."""
-    if not 0 < len(user_id) <= MAX_USER_ID:
-        raise BadUserInput("userId", f"must be 1 to {MAX_USER_ID} characters")
+    text("userId", user_id, MAX_USER_ID)
     if amount <= 0:
         raise BadUserInput("amount", "must be greater than 0")
-    reason = reason.strip()
-    if not 0 < len(reason) <= MAX_REASON:
-        raise BadUserInput("reason", f"must be 1 to {MAX_REASON} characters")
-    return reason
+    return text("reason", reason.strip(), MAX_REASON)

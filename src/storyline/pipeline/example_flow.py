@@ -104,7 +104,10 @@ def story_video(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m storyline.pipeline.example_flow",
+        description="Run the example story pipeline for one Storyline project.",
+    )
     parser.add_argument("project_id", help="the Storyline project id to report on")
     parser.add_argument("--prompt", default="A cat sails to the Moon.")
     parser.add_argument("--step-seconds", type=float, default=1.0)

@@ -17,7 +17,7 @@ from storyline.domain.requests import StoryRequest
 from storyline.faults import crash_point
 from storyline.persistence import accounts, projects
 from storyline.persistence.projects import NewProject, ProjectRecord
-from storyline.resolvers.update_status import transition
+from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
 from storyline.upstream.client import JobRequest, UpstreamRefused, UpstreamTimedOut
 
@@ -37,6 +37,7 @@ async def generate_story(
         project, fresh = await _replay(services, principal, request), False
     if not fresh:
         return project
+    services.metrics.charged.inc(project.credits_used)
     crash_point("generate-after-charge")
 
     job = JobRequest(
@@ -129,6 +130,7 @@ async def _fail(services: Services, project: ProjectRecord, reason: str) -> Proj
         assert locked is not None
         if Status(locked.status).terminal:
             return locked
-        await transition(conn, locked, Report(Status.FAILED, error_message=message))
+        failed = await transition(conn, locked, Report(Status.FAILED, error_message=message))
+    services.metrics.refunded.inc(refunded(locked, failed))
     log.warning("video service refused project %s (%s); refunded", project.id, reason)
     raise UpstreamFailed(str(project.id), reason)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from storyline.auth import Principal
 from storyline.domain.errors import NotFound
@@ -17,7 +17,7 @@ from storyline.services import Services
 
 async def watch_project(
     services: Services, principal: Principal, project_id: str
-) -> AsyncIterator[ProjectEvent]:
+) -> AsyncGenerator[ProjectEvent, None]:
     try:
         key = uuid.UUID(project_id)
     except ValueError:

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from storyline.domain.lifecycle import Report, Status
 from storyline.persistence import projects
 from storyline.persistence.tables import projects as projects_table
-from storyline.resolvers.update_status import transition
+from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ async def sweep(services: Services) -> Counter[str]:
             continue
         if await _resolve(services, project_id, Status.PENDING, report):
             actions[f"pending_to_{report.status.value.lower()}"] += 1
+    for action, count in actions.items():
+        services.metrics.sweeps.labels(action).inc(count)
     return actions
 
 
@@ -97,6 +99,7 @@ async def _resolve(
         if current is None or current.status != expected.value:
             return False
         updated = await transition(conn, current, report)
+    services.metrics.refunded.inc(refunded(current, updated))
     log.warning(
         "sweeper moved project %s from %s to %s", project_id, expected.value, updated.status
     )

@@ -24,7 +24,15 @@ async def update_status(services: Services, report: StatusReport) -> ProjectReco
         )
         if project is None:
             raise NotFound
-        return await transition(conn, project, report.report)
+        updated = await transition(conn, project, report.report)
+    services.metrics.refunded.inc(refunded(project, updated))
+    return updated
+
+
+def refunded(before: ProjectRecord, after: ProjectRecord) -> int:
+    """The credits a committed transition from ``before`` to ``after`` gave back."""
+    moved_into_failed = after.status == "FAILED" and before.status != "FAILED"
+    return before.credits_used if moved_into_failed else 0
 
 
 async def transition(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from functools import partial
 
 import strawberry
@@ -29,6 +30,7 @@ from storyline.schema.context import Info
 from storyline.schema.enums import Quality, Status
 from storyline.schema.errors import ClientErrors, is_unexpected
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
+from storyline.schema.observed import OperationMetrics
 from storyline.schema.types import (
     Account,
     Project,
@@ -110,9 +112,13 @@ class Subscription:
     async def project_status(
         self, info: Info, project_id: strawberry.ID
     ) -> AsyncGenerator[ProjectStatusEvent, None]:
-        events = watch_project(info.context.services, info.context.principal, str(project_id))
-        async for event in events:
-            yield ProjectStatusEvent.of(event)
+        services = info.context.services
+        events = watch_project(services, info.context.principal, str(project_id))
+        # aclosing: a client that leaves ends the watch (and its mailbox) now, not at GC.
+        async with aclosing(events):
+            async for event in events:
+                yield ProjectStatusEvent.of(event)
+                services.metrics.events.inc()
 
 
 class StorylineSchema(strawberry.Schema):
@@ -129,6 +135,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the limits of ``settings`` (defaults when None)."""
     settings = settings or Settings.model_construct()
     extensions: list[Callable[[], SchemaExtension]] = [
+        OperationMetrics,  # first in, last out: it sees the errors as clients will
         ClientErrors,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_query_aliases),

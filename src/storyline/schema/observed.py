@@ -1,0 +1,44 @@
+"""Per-operation metrics: count and time every query and mutation by root field and outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from time import perf_counter
+
+from graphql import FieldNode, OperationDefinitionNode, OperationType
+from strawberry.extensions import SchemaExtension
+
+from storyline.schema.context import Context
+
+
+class OperationMetrics(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        started = perf_counter()
+        yield
+        context = self.execution_context.context
+        operation = self._operation()
+        if not isinstance(context, Context) or operation is None:
+            return  # subscriptions are counted by the events they deliver
+        errors = getattr(self.execution_context.result, "errors", None) or []
+        outcome = "ok"
+        if errors:
+            outcome = str((errors[0].extensions or {}).get("code", "GRAPHQL_ERROR"))
+        context.services.metrics.observe(operation, outcome, started)
+
+    def _operation(self) -> str | None:
+        """The first root field's name; None for a subscription."""
+        document = self.execution_context.graphql_document
+        if document is None:
+            return "unparsed"
+        name = self.execution_context.operation_name
+        for definition in document.definitions:
+            if not isinstance(definition, OperationDefinitionNode):
+                continue
+            if name is not None and (definition.name is None or definition.name.value != name):
+                continue
+            if definition.operation is OperationType.SUBSCRIPTION:
+                return None
+            for selection in definition.selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    return selection.name.value
+        return "unknown"
