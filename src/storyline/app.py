@@ -34,6 +34,7 @@ from storyline.domain.errors import Unauthenticated
 from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
 from storyline.limits import BodySizeLimit
 from storyline.live.hub import ProjectBroadcast
+from storyline.logs import RequestIds
 from storyline.metrics import Metrics
 from storyline.persistence.engine import create_engine
 from storyline.persistence.listener import PostgresListener
@@ -196,7 +197,10 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
     ]
     if simulator is not None:
         routes.append(Mount(SIMULATOR_PATH, app=simulator.app))
-    middleware = [Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)]
+    middleware = [
+        Middleware(RequestIds),
+        Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(

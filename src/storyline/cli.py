@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
+from storyline import logs
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.faults import warn_if_armed
@@ -62,11 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             field = "_".join(str(part) for part in error["loc"]).upper()
             print(f"storyline: STORYLINE_{field}: {error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for chatty in ("pgserver", "alembic"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         _serve(settings, args)
     elif args.command == "migrate":
@@ -132,6 +128,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         ws_per_message_deflate=False,
+        log_config=None,  # keep the structured logging configured above
         proxy_headers=False,
     )
 

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     simulator_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # auto: JSON lines unless stderr is a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     @field_validator("jwt_secret")
     @classmethod

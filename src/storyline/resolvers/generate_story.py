@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from storyline import logs
 from storyline.auth import Principal
 from storyline.domain.errors import IdempotencyConflict, InsufficientCredits, UpstreamFailed
 from storyline.domain.lifecycle import Report, Status
@@ -35,9 +36,11 @@ async def generate_story(
         project, fresh = await _reserve(services, principal, request)
     except _KeyTaken:
         project, fresh = await _replay(services, principal, request), False
+    logs.project_id.set(str(project.id))
     if not fresh:
         return project
     services.metrics.charged.inc(project.credits_used)
+    log.info("charged %s credits for a new project", project.credits_used)
     crash_point("generate-after-charge")
 
     job = JobRequest(

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from storyline import logs
 from storyline.domain.lifecycle import Report, Status
 from storyline.persistence import projects
 from storyline.persistence.tables import projects as projects_table
@@ -94,6 +95,16 @@ async def _resolve(
     services: Services, project_id: uuid.UUID, expected: Status, report: Report
 ) -> bool:
     """Apply the report if the project is still in ``expected``; False if someone else moved it."""
+    bound = logs.project_id.set(str(project_id))
+    try:
+        return await _apply(services, project_id, expected, report)
+    finally:
+        logs.project_id.reset(bound)
+
+
+async def _apply(
+    services: Services, project_id: uuid.UUID, expected: Status, report: Report
+) -> bool:
     async with services.engine.begin() as conn:
         current = await projects.get(conn, project_id=project_id, for_update=True)
         if current is None or current.status != expected.value:

@@ -6,6 +6,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storyline import logs
 from storyline.domain import lifecycle
 from storyline.domain.errors import NotFound
 from storyline.domain.requests import StatusReport
@@ -24,6 +25,7 @@ async def update_status(services: Services, report: StatusReport) -> ProjectReco
         )
         if project is None:
             raise NotFound
+        logs.project_id.set(str(project.id))
         updated = await transition(conn, project, report.report)
     services.metrics.refunded.inc(refunded(project, updated))
     return updated

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import strawberry
 
+from storyline import logs
 from storyline.auth import Principal, authenticate
 from storyline.domain.errors import Unauthenticated
 from storyline.services import Services
@@ -27,6 +28,7 @@ class Context:
         if self._principal is None:
             try:
                 self._principal = authenticate(self.services.jwt_secret, self._credentials())
+                logs.user_id.set(self._principal.user_id)
             except Unauthenticated as refused:
                 self._principal = refused
         if isinstance(self._principal, Unauthenticated):

@@ -8,10 +8,15 @@ from time import perf_counter
 from graphql import FieldNode, OperationDefinitionNode, OperationType
 from strawberry.extensions import SchemaExtension
 
+from storyline import logs
 from storyline.schema.context import Context
 
 
 class OperationMetrics(SchemaExtension):
+    def on_execute(self) -> Iterator[None]:
+        logs.operation.set(self._operation() or "projectStatus")
+        yield
+
     def on_operation(self) -> Iterator[None]:
         started = perf_counter()
         yield
