@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 COMPLETION_TIMEOUT_MS = 30_000
+# Playwright's 5 s default is tight on a loaded 2-core machine (CI runs everything at once).
+expect.set_options(timeout=15_000)
 STAGES = ("script", "entities", "storyboard", "render", "done")
 
 
