@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ MAX_USER_ID = 255
 MAX_REASON = 500
 MAX_PAGE = 100
 SEED_RANGE = (0, 2**31 - 1)
+URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
 
 class AspectRatio(enum.Enum):
@@ -130,6 +132,10 @@ def parse_id(field: str, value: str) -> uuid.UUID:
 
 def check_url(value: str) -> None:
     text("resultUrl", value, MAX_RESULT_URL)
+    if not URL_CHARACTERS.fullmatch(value):
+        # RFC 3986 characters only (others are percent-encoded): no spaces, quotes,
+        # backslashes or control characters, so the URL passes through NOTIFY unescaped.
+        raise BadUserInput("resultUrl", "must be a URL of printable ASCII, percent-encoded")
     try:
         parts = urlsplit(value)
     except ValueError:
