@@ -1,5 +1,8 @@
 # A fresh machine needs only Python 3.11+: every target creates .venv when it is missing.
-PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+# The first of these that runs and is 3.11+ (a pyenv shim may exist for a version not enabled).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+  $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { command -v $$p; break; }; \
+  done)
 VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -7,7 +10,7 @@ PORT ?= 8000
 .PHONY: run test lint format bench browser fuzz hypothesis
 
 $(VENV)/bin/python:
-	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 
