@@ -40,6 +40,7 @@ from storyline.persistence.engine import create_engine
 from storyline.persistence.listener import PostgresListener
 from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
+from storyline.schema.fanout import FanoutTransportWS
 from storyline.schema.roots import build_schema
 from storyline.services import Services
 from storyline.upstream.client import VideoService
@@ -52,7 +53,10 @@ KEEP_ALIVE_SECONDS = 15.0
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    """strawberry's ASGI view, with GraphQL-over-HTTP content negotiation (see graphql_http)."""
+    """strawberry's ASGI view, with GraphQL-over-HTTP content negotiation (see graphql_http)
+    and projectStatus fan-out rendered once per selection (see schema/fanout)."""
+
+    graphql_transport_ws_handler_class = FanoutTransportWS
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

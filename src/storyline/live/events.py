@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from storyline.domain.lifecycle import Status
@@ -20,6 +20,8 @@ class ProjectEvent:
     error_message: str | None
     result_url: str | None
     updated_at: datetime
+    # Payload texts rendered from this event, by selection: shared by all its watchers.
+    rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, record: ProjectRecord) -> ProjectEvent:

@@ -1,0 +1,96 @@
+"""The fan-out path renders each event once per selection, and says exactly what
+strawberry's ordinary execution says."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from storyline.schema.fanout import compile_plan
+from storyline.schema.roots import build_schema
+from tests.support import Api, new_user, token
+from tests.watch import connected
+
+FIELDS = "projectId status version progress stage errorMessage resultUrl updatedAt __typename"
+PLAIN = (
+    f"subscription($id: ID!) {{ watch: projectStatus(projectId: $id) {{ {FIELDS} v: version }} }}"
+)
+# The same selection through an inline fragment: strawberry's ordinary path serves it.
+ORDINARY = (
+    "subscription($id: ID!) { watch: projectStatus(projectId: $id) "
+    f"{{ ... on ProjectStatusEvent {{ {FIELDS} v: version }} }} }}"
+)
+SCHEMA = build_schema()._schema
+
+
+@pytest.mark.parametrize(
+    ("query", "served"),
+    [
+        (PLAIN, True),
+        ('subscription { projectStatus(projectId: "x") { status } }', True),
+        (ORDINARY, False),
+        ("subscription { projectStatus(projectId: 5) { status } }", False),  # invalid
+        ("subscription { projectStatus { status } }", False),  # invalid
+        ("{ price }", False),
+        ('subscription { projectStatus(projectId: "x") { status @include(if: true) } }', False),
+        ('subscription A { projectStatus(projectId: "x") { status } } query B { price }', False),
+    ],
+)
+def test_only_plain_project_status_documents_get_a_plan(query: str, served: bool) -> None:
+    assert (compile_plan(SCHEMA, query, None) is not None) is served
+
+
+async def subscribe(ws: ClientConnection, op: str, query: str, project_id: str) -> None:
+    payload = {"query": query, "variables": {"id": project_id}}
+    await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": payload}))
+
+
+async def messages_until_complete(ws: ClientConnection, count: int) -> dict[str, list[Any]]:
+    """Raw message texts by operation id, until ``count`` operations have completed."""
+    seen: dict[str, list[Any]] = {}
+    done = 0
+    while done < count:
+        text = await asyncio.wait_for(ws.recv(), 10)
+        message = json.loads(text)
+        if message["type"] == "next":
+            seen.setdefault(message["id"], []).append(message["payload"])
+        elif message["type"] == "complete":
+            done += 1
+    return seen
+
+
+async def test_fanout_and_ordinary_execution_send_the_same_data(api: Api) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    async with connected(api.url, token(user)) as ws:
+        await subscribe(ws, "fast-1", PLAIN, project["id"])
+        await subscribe(ws, "fast-2", PLAIN, project["id"])
+        await subscribe(ws, "ordinary", ORDINARY, project["id"])
+        await asyncio.sleep(0.3)
+        await api.report(projectId=project["id"], status="PROCESSING", progress=20, stage="script")
+        await api.report(
+            projectId=project["id"], status="FAILED", errorMessage='quotes " and \\ and ünïcode'
+        )
+        seen = await messages_until_complete(ws, 3)
+    assert seen["fast-1"] == seen["fast-2"] == seen["ordinary"]
+    versions = [payload["data"]["watch"]["v"] for payload in seen["ordinary"]]
+    assert versions == [2, 3, 4]
+    assert seen["fast-1"][-1]["data"]["watch"]["errorMessage"] == 'quotes " and \\ and ünïcode'
+
+
+async def test_fanout_errors_match_the_ordinary_path(api: Api) -> None:
+    stranger = new_user()
+    project = (await api.generate(new_user()))["data"]["generateStory"]
+    async with connected(api.url, token(stranger)) as ws:
+        await subscribe(ws, "fast", PLAIN, project["id"])
+        await subscribe(ws, "ordinary", ORDINARY, project["id"])
+        seen = await messages_until_complete(ws, 2)
+    for payloads in seen.values():
+        [payload] = payloads
+        assert payload["data"] is None
+        assert payload["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+        assert payload["errors"][0]["message"] == "Project not found."
