@@ -161,3 +161,27 @@ async def test_introspection_and_graphiql_can_be_switched_off(
             assert "errors" not in introspection
             assert page.status_code != 200 or "graphiql" not in page.text.lower()
         await still_serving(api)
+
+
+async def test_cors_is_closed_by_default_and_opens_to_configured_origins(
+    api: Api, server_url: str
+) -> None:
+    preflight = {
+        "Origin": "https://editor.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    closed = await api.http.options("/graphql", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers
+
+    database_url = await migrated_database(server_url)
+    async with storyline(
+        database_url, upstream_url="http://127.0.0.1:9", cors_origins="https://editor.example"
+    ) as open_api:
+        allowed = await open_api.http.options("/graphql", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://editor.example"
+        foreign = await open_api.http.options(
+            "/graphql", headers=preflight | {"Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in foreign.headers
