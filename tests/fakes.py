@@ -23,7 +23,8 @@ class Call:
 
 @dataclass
 class FakeVideoService:
-    """Tags: [422] [500] [malformed] [no-id] [hang] [complete-first] [fail-first]; else accepts."""
+    """Tags: [422] [500] [malformed] [no-id] [hang] [slow] [complete-first] [fail-first];
+    without one it accepts at once."""
 
     hang_seconds: float = 3.0
     calls: list[Call] = field(default_factory=list)
@@ -66,6 +67,8 @@ class FakeVideoService:
             return JSONResponse({"status": "ok"}, status_code=201)
         if "[hang]" in prompt:
             await asyncio.sleep(self.hang_seconds)
+        if "[slow]" in prompt:  # slow, but within Storyline's timeout
+            await asyncio.sleep(0.5)
         if "[complete-first]" in prompt or "[fail-first]" in prompt:
             # The pipeline finishes before Storyline has heard back from the service.
             assert self.api is not None

@@ -51,8 +51,10 @@ async def test_a_crash_at_any_step_loses_no_credit_and_no_paid_job(
     engine = create_async_engine(sqlalchemy_url(database_url))
     try:
         # Restarted (in-process here): its start-up sweep is the one sweep that settles it.
-        await asyncio.sleep(0.2)
-        async with storyline(database_url, upstream_url=upstream, pending_timeout=0.1):
+        await asyncio.sleep(0.5)
+        async with storyline(
+            database_url, upstream_url=upstream, upstream_timeout=0.3, pending_timeout=0.4
+        ):
             for _ in range(50):
                 if "PENDING" not in await statuses(engine):
                     break

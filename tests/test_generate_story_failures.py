@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import migrated_database
 from tests.fakes import FakeVideoService
 from tests.support import Api, books, free_port, new_user, storyline, token
+from tests.watch import connected
 
 
 @pytest.mark.parametrize("tag", ["[422]", "[500]", "[malformed]", "[no-id]"])
@@ -106,3 +110,21 @@ async def test_a_failure_reported_before_the_answer_stands_refunded_once(
     state = await books(engine, user)
     assert state.balance == 100
     assert [kind for kind, _, _ in state.ledger] == ["GRANT", "CHARGE", "REFUND"]
+
+
+async def test_a_client_that_leaves_mid_creation_still_gets_its_job_recorded(
+    api: Api, engine: AsyncEngine, fake: FakeVideoService
+) -> None:
+    """A mutation over a WebSocket, cancelled by the client while the service is answering."""
+    user = new_user()
+    async with connected(api.url, token(user)) as ws:
+        query = 'mutation { generateStory(input: {prompt: "Leaving [slow]"}) { id } }'
+        await ws.send(json.dumps({"id": "m", "type": "subscribe", "payload": {"query": query}}))
+        await asyncio.sleep(0.2)  # charged, and the video service is working on it
+        await ws.send(json.dumps({"id": "m", "type": "complete"}))
+    await asyncio.sleep(1.0)
+    state = await books(engine, user)
+    [(project_id, status)] = state.projects
+    assert status == "PROCESSING"  # the upstream id was recorded after all
+    assert len(fake.calls_for(project_id)) == 1
+    assert state.balance == 40

@@ -46,7 +46,7 @@ def world(server_url: str) -> Iterator[World]:
     world = World(
         server_url,
         upstream_timeout=0.15,
-        pending_timeout=0.05,
+        pending_timeout=0.2,
         processing_timeout=0.5,
         sweep_interval=3600,
     )

@@ -41,7 +41,11 @@ async def test_metrics_move_as_projects_are_made_failed_and_watched(
 ) -> None:
     database_url = await migrated_database(server_url)
     async with storyline(
-        database_url, upstream_url=fake_upstream[1], pending_timeout=0.1, sweep_interval=3600
+        database_url,
+        upstream_url=fake_upstream[1],
+        upstream_timeout=0.3,
+        pending_timeout=0.4,
+        sweep_interval=3600,
     ) as api:
         before = await scrape(api)
         user = new_user()
@@ -57,7 +61,7 @@ async def test_metrics_move_as_projects_are_made_failed_and_watched(
             during = await scrape(api)
             await api.report(projectId=project["id"], status="COMPLETED")
             events = await asyncio.wait_for(collect(ws), 5)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         assert await sweep(api.services)
         after = await scrape(api)
 

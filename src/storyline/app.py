@@ -42,7 +42,7 @@ from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
 from storyline.schema.fanout import FanoutTransportWS
 from storyline.schema.roots import build_schema
-from storyline.services import Services
+from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
 from storyline.upstream.simulator import Simulator
 
@@ -133,6 +133,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             timeout=settings.upstream_timeout,
         )
         broadcast = ProjectBroadcast(PostgresListener(database_url))
+        background = Background()
         metrics.follow(
             subscriptions=lambda: broadcast.subscriber_count,
             reconnects=lambda: broadcast.listener.reconnects,
@@ -147,6 +148,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 jwt_secret=jwt_secret,
                 broadcast=broadcast,
                 metrics=metrics,
+                background=background,
             )
             sweeper = asyncio.create_task(
                 run_sweeper(app.state.services, interval=settings.sweep_interval),
@@ -155,6 +157,8 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             try:
                 yield
             finally:
+                # Paid jobs being created get their upstream answer recorded before we go.
+                await background.drain(settings.upstream_timeout + 5)
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)
         finally:

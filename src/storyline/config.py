@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters for HS256")
         return value
+
+    @model_validator(mode="after")
+    def _pending_outlasts_the_upstream_call(self) -> Settings:
+        # The sweeper must not settle a project whose upstream call may still answer.
+        if self.pending_timeout <= self.upstream_timeout:
+            raise ValueError("STORYLINE_PENDING_TIMEOUT must exceed STORYLINE_UPSTREAM_TIMEOUT")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

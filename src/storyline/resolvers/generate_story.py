@@ -6,6 +6,7 @@ not paid for first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -41,8 +42,15 @@ async def generate_story(
         return project
     services.metrics.charged.inc(project.credits_used)
     log.info("charged %s credits for a new project", project.credits_used)
-    crash_point("generate-after-charge")
+    # Paid for: from here on the job is created and recorded even if the client goes away
+    # (a WebSocket operation cancelled, a connection dropped), which would otherwise leave
+    # an upstream job with nothing to record its id.
+    return await asyncio.shield(services.background.spawn(_create(services, project)))
 
+
+async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
+    """Create the job upstream and record the outcome (the confirm of reserve-create-confirm)."""
+    crash_point("generate-after-charge")
     job = JobRequest(
         project_id=str(project.id),
         prompt=project.prompt,

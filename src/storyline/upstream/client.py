@@ -6,6 +6,7 @@ accepted -> confirm, refused -> fail and refund, timed out -> leave PENDING for 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ class UpstreamTimedOut(Exception):
 
 class VideoService:
     def __init__(self, base_url: str, *, token: str, timeout: float) -> None:
+        self._deadline = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -79,7 +81,12 @@ class VideoService:
     async def create_job(self, job: JobRequest) -> str:
         """The upstream project id. Raises UpstreamRefused or UpstreamTimedOut."""
         try:
-            response = await self._http.post("/api/v1/project/video", json=job.payload())
+            # httpx's timeout bounds each phase; the deadline bounds the whole call, so a
+            # service that trickles its answer cannot outlast STORYLINE_UPSTREAM_TIMEOUT.
+            async with asyncio.timeout(self._deadline):
+                response = await self._http.post("/api/v1/project/video", json=job.payload())
+        except TimeoutError as exc:
+            raise UpstreamTimedOut from exc
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Nothing was sent: the job cannot exist.
             raise UpstreamRefused("could not connect") from exc
