@@ -173,3 +173,22 @@ async def test_bad_grants_change_nothing(
     )
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": field}
     assert await books(engine, user) == before
+
+
+async def test_grants_leave_room_for_every_refund_still_possible(
+    api: Api, engine: AsyncEngine
+) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]  # 60 held, 40 left
+    room = 2**31 - 1 - 40 - 60
+    error = await api.error(
+        'mutation($u: ID!, $a: Int!) { grantCredits(userId: $u, amount: $a, reason: "r") '
+        "{ balance } }",
+        {"u": user, "a": room + 1},
+        auth=token("admin", Role.ADMIN),
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    await api.grant(user, room)
+    failed = await api.report(projectId=project["id"], status="FAILED", errorMessage="x")
+    assert "errors" not in failed, failed
+    assert (await books(engine, user)).balance == 2**31 - 1

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from storyline.domain.lifecycle import Report, Status
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from storyline.resolvers.sweep import sweep
+from storyline.resolvers.sweep import _settle, _stale, sweep
 from tests.conftest import migrated_database
 from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user, storyline, token
@@ -162,3 +165,49 @@ async def project_state(api: Api, user: str, project_id: str) -> dict[str, Any]:
     )
     state: dict[str, Any] = data["project"]
     return state
+
+
+async def test_heartbeats_keep_a_long_stage_alive(
+    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, engine = own_database
+    async with instance(url, fake_upstream[1]) as api:
+        user = new_user()
+        project = (await api.generate(user))["data"]["generateStory"]
+        beat = {
+            "projectId": project["id"],
+            "status": "PROCESSING",
+            "progress": 90,
+            "stage": "render",
+        }
+        first = (await api.report(**beat))["data"]["updateStatus"]
+        for _ in range(8):  # the same report again and again: no change, but alive
+            await asyncio.sleep(TIMEOUT / 3)
+            again = (await api.report(**beat))["data"]["updateStatus"]
+            assert again["version"] == first["version"]
+            assert await sweep(api.services) == Counter()
+        await asyncio.sleep(TIMEOUT + 0.1)  # silence
+        assert await sweep(api.services) == Counter({"processing_timed_out": 1})
+        assert (await books(engine, user)).balance == 100
+
+
+async def test_a_project_that_speaks_up_once_picked_is_left_alone(
+    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, engine = own_database
+    async with instance(url, fake_upstream[1]) as api:
+        user = new_user()
+        project = (await api.generate(user))["data"]["generateStory"]
+        await asyncio.sleep(TIMEOUT + 0.1)
+        silent = timedelta(seconds=TIMEOUT)
+        candidates = await _stale(api.services, Status.PROCESSING, silent)
+        assert set(candidates) == {uuid.UUID(project["id"])}
+        # The pipeline reports between the sweeper's pick and its settling.
+        await api.report(projectId=project["id"], status="PROCESSING", progress=50)
+        report = Report(Status.FAILED, error_message="silent")
+        settled = await _settle(
+            api.services, uuid.UUID(project["id"]), Status.PROCESSING, silent, report
+        )
+        assert settled is False
+        assert (await project_state(api, user, project["id"]))["status"] == "PROCESSING"
+        assert (await books(engine, user)).balance == 40

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import BigInteger, ColumnElement, cast, func, insert, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storyline.persistence.tables import accounts, ledger
+from storyline.domain.lifecycle import Status
+from storyline.persistence.tables import accounts, ledger, projects
 
 # GraphQL's Int is 32-bit; a balance must stay representable.
 MAX_BALANCE = 2**31 - 1
@@ -87,10 +88,12 @@ async def charge(
 async def refund(
     conn: AsyncConnection, *, user_id: str, project_id: uuid.UUID, amount: int, reason: str
 ) -> None:
-    """Return a project's charge. The (project, kind) unique key refuses a second refund."""
-    balance = await _add(conn, user_id=user_id, amount=amount)
-    if balance is None:
-        raise BalanceTooHigh
+    """Return a project's charge. The (project, kind) unique key refuses a second refund.
+
+    Never refused for the balance: grants leave room for every charge still held.
+    """
+    balance = await _add(conn, user_id=user_id, amount=amount, ceiling=None)
+    assert balance is not None, "refunds always fit (see grant)"
     await _append(
         conn,
         user_id=user_id,
@@ -103,8 +106,17 @@ async def refund(
 
 
 async def grant(conn: AsyncConnection, *, user_id: str, amount: int, reason: str) -> int:
-    """Add credits; raises BalanceTooHigh when the balance would leave GraphQL's Int range."""
-    balance = await _add(conn, user_id=user_id, amount=amount)
+    """Add credits; raises BalanceTooHigh when the balance, plus the credits held by projects
+    that may still be refunded, would leave GraphQL's Int range."""
+    held = (
+        select(func.coalesce(func.sum(projects.c.credits_used), 0))
+        .where(
+            projects.c.user_id == user_id,
+            projects.c.status.in_((Status.PENDING.value, Status.PROCESSING.value)),
+        )
+        .scalar_subquery()
+    )
+    balance = await _add(conn, user_id=user_id, amount=amount, ceiling=MAX_BALANCE - held)
     if balance is None:
         raise BalanceTooHigh
     await _append(
@@ -124,11 +136,21 @@ async def ledger_page(
     return [LedgerRecord(**row._mapping) for row in rows]
 
 
-async def _add(conn: AsyncConnection, *, user_id: str, amount: int) -> int | None:
-    """The new balance, or None when the account would go below 0 or above MAX_BALANCE."""
-    guard = (
-        accounts.c.balance >= -amount if amount < 0 else accounts.c.balance <= MAX_BALANCE - amount
-    )
+async def _add(
+    conn: AsyncConnection,
+    *,
+    user_id: str,
+    amount: int,
+    ceiling: int | ColumnElement[int] | None = MAX_BALANCE,
+) -> int | None:
+    """The new balance, or None when the account would go below 0 or above ``ceiling``."""
+    if amount < 0:
+        guard: ColumnElement[bool] = accounts.c.balance >= -amount
+    elif ceiling is None:
+        guard = true()
+    else:
+        # In bigint: the sum may pass int4's range, which is what is being refused.
+        guard = cast(accounts.c.balance, BigInteger) + amount <= ceiling
     balance: int | None = await conn.scalar(
         update(accounts)
         .where(accounts.c.user_id == user_id, guard)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, case, select, tuple_, update
+from sqlalchemy import Select, case, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +35,7 @@ class ProjectRecord:
     version: int
     created_at: datetime
     updated_at: datetime
+    last_report_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ async def apply_change(
         "status": change.status.value,
         "progress": change.progress,
         "stage": change.stage,
+        "last_report_at": func.clock_timestamp(),
     }
     if change.status is Status.FAILED:
         values["error_message"] = change.error_message
@@ -119,6 +121,15 @@ async def apply_change(
         )
     ).one()
     return ProjectRecord(**row._mapping)
+
+
+async def mark_reported(conn: AsyncConnection, *, project_id: uuid.UUID) -> None:
+    """The pipeline spoke: a sign of life for the sweeper, not a change (same version)."""
+    await conn.execute(
+        update(projects)
+        .where(projects.c.id == project_id)
+        .values(last_report_at=func.clock_timestamp())
+    )
 
 
 async def confirm_created(

@@ -46,6 +46,7 @@ projects = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_report_at", DateTime(timezone=True)),
 )
 
 ledger = Table(

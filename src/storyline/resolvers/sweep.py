@@ -5,8 +5,9 @@
   upstream id the video service is asked; without one the project is FAILED and refunded.
 - PROCESSING with no report for ``processing_timeout``: FAILED and refunded.
 
-Safe in every instance at once: rows are claimed with ``FOR UPDATE SKIP LOCKED`` and every
-transition re-checks the row under its lock, so each project is resolved once.
+Safe in every instance at once: each candidate is locked (``FOR UPDATE SKIP LOCKED``) and
+re-checked under the lock, still in its status and still silent, before it is settled, so
+each project is resolved once, and never one that spoke up in the meantime.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from storyline import logs
 from storyline.domain.lifecycle import Report, Status
-from storyline.persistence import projects
+from storyline.persistence.projects import ProjectRecord
 from storyline.persistence.tables import projects as projects_table
 from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
@@ -34,30 +35,27 @@ BATCH = 100
 
 
 async def sweep(services: Services) -> Counter[str]:
-    """One pass; counts what it did by action."""
+    """One pass; counts what it did by action. A project that cannot be settled is logged
+    and left for the next pass; it never stops the others."""
     actions: Counter[str] = Counter()
     settings = services.settings
-    stalled = await _claim(
-        services, Status.PROCESSING, timedelta(seconds=settings.processing_timeout)
+    silent = timedelta(seconds=settings.processing_timeout)
+    message = (
+        f"No report from the pipeline for {settings.processing_timeout:g} seconds; "
+        "the credits were refunded."
     )
-    for project_id in stalled:
-        message = (
-            f"No report from the pipeline for {settings.processing_timeout:g} seconds; "
-            "the credits were refunded."
-        )
-        if await _resolve(
-            services, project_id, Status.PROCESSING, Report(Status.FAILED, error_message=message)
-        ):
+    for project_id in await _stale(services, Status.PROCESSING, silent):
+        report = Report(Status.FAILED, error_message=message)
+        if await _settle(services, project_id, Status.PROCESSING, silent, report):
             actions["processing_timed_out"] += 1
 
-    waiting = await _claim(services, Status.PENDING, timedelta(seconds=settings.pending_timeout))
-    for project_id, external_id in waiting.items():
-        report = await _reconcile(services, external_id)
-        if report is None:
+    waiting = timedelta(seconds=settings.pending_timeout)
+    for project_id, external_id in (await _stale(services, Status.PENDING, waiting)).items():
+        outcome = await _reconcile(services, external_id)
+        if outcome is None:
             actions["pending_unresolved"] += 1
-            continue
-        if await _resolve(services, project_id, Status.PENDING, report):
-            actions[f"pending_to_{report.status.value.lower()}"] += 1
+        elif await _settle(services, project_id, Status.PENDING, waiting, outcome):
+            actions[f"pending_to_{outcome.status.value.lower()}"] += 1
     for action, count in actions.items():
         services.metrics.sweeps.labels(action).inc(count)
     return actions
@@ -77,38 +75,64 @@ async def run_sweeper(services: Services, *, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _claim(services: Services, status: Status, age: timedelta) -> dict[uuid.UUID, str | None]:
-    """Projects (id -> upstream id) in ``status`` unchanged for ``age``, not locked elsewhere."""
+def _silent_since(status: Status) -> ColumnElement[datetime]:
+    """When a project in ``status`` last showed a sign of life."""
     table = projects_table
+    if status is Status.PROCESSING:
+        return func.coalesce(table.c.last_report_at, table.c.updated_at)
+    return table.c.updated_at
+
+
+async def _stale(services: Services, status: Status, age: timedelta) -> dict[uuid.UUID, str | None]:
+    """Projects (id -> upstream id) in ``status`` with no sign of life for ``age``.
+
+    Only candidates: each is re-checked under its row lock before anything is done.
+    """
+    table = projects_table
+    since = _silent_since(status)
     query = (
         select(table.c.id, table.c.external_id)
-        .where(table.c.status == status.value, table.c.updated_at < func.now() - age)
-        .order_by(table.c.updated_at)
+        .where(table.c.status == status.value, since < func.now() - age)
+        .order_by(since)
         .limit(BATCH)
-        .with_for_update(skip_locked=True)
     )
-    async with services.engine.begin() as conn:
+    async with services.engine.connect() as conn:
         return {row.id: row.external_id for row in await conn.execute(query)}
 
 
-async def _resolve(
-    services: Services, project_id: uuid.UUID, expected: Status, report: Report
+async def _settle(
+    services: Services, project_id: uuid.UUID, expected: Status, age: timedelta, report: Report
 ) -> bool:
-    """Apply the report if the project is still in ``expected``; False if someone else moved it."""
+    """Apply the report if the project is still in ``expected`` and still silent for ``age``;
+    False if it moved, spoke up, is locked by someone settling it, or could not be settled."""
     bound = logs.project_id.set(str(project_id))
     try:
-        return await _apply(services, project_id, expected, report)
+        return await _apply(services, project_id, expected, age, report)
+    except Exception:
+        log.exception("sweeper could not settle project %s; will retry", project_id)
+        return False
     finally:
         logs.project_id.reset(bound)
 
 
 async def _apply(
-    services: Services, project_id: uuid.UUID, expected: Status, report: Report
+    services: Services, project_id: uuid.UUID, expected: Status, age: timedelta, report: Report
 ) -> bool:
+    table = projects_table
+    still_stale = (
+        select(table)
+        .where(
+            table.c.id == project_id,
+            table.c.status == expected.value,
+            _silent_since(expected) < func.now() - age,
+        )
+        .with_for_update(skip_locked=True)
+    )
     async with services.engine.begin() as conn:
-        current = await projects.get(conn, project_id=project_id, for_update=True)
-        if current is None or current.status != expected.value:
+        row = (await conn.execute(still_stale)).one_or_none()
+        if row is None:
             return False
+        current = ProjectRecord(**row._mapping)
         updated = await transition(conn, current, report)
     services.metrics.refunded.inc(refunded(current, updated))
     log.warning(

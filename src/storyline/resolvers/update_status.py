@@ -27,6 +27,8 @@ async def update_status(services: Services, report: StatusReport) -> ProjectReco
             raise NotFound
         logs.project_id.set(str(project.id))
         updated = await transition(conn, project, report.report)
+        if updated is project and not lifecycle.Status(project.status).terminal:
+            await projects.mark_reported(conn, project_id=project.id)  # a heartbeat
     services.metrics.refunded.inc(refunded(project, updated))
     return updated
 
