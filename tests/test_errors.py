@@ -93,3 +93,19 @@ async def test_an_unexpected_failure_is_masked_and_logged(
         # The instance still serves what does not need the broken table.
         assert (await api.data("{ price }", auth=token("x", Role.ADMIN))) == {"price": 60}
     await broken.dispose()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ me { nope } }",
+        "{ price(quality: ULTRA) }",
+        "{ projects(first: 99999999999) { edges { cursor } } }",
+        "{ price ",
+    ],
+    ids=["unknown field", "bad enum", "int overflow", "syntax"],
+)
+async def test_every_refused_document_carries_a_contract_code(api: Api, query: str) -> None:
+    body = await api.post(query, auth=token(new_user()))
+    assert body.get("data") is None
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body

@@ -135,3 +135,12 @@ async def test_log_lines_are_json_with_request_user_project_and_operation(
     assert moved[0]["user_id"] == "pipeline"
     assert moved[0]["project_id"] == project_id
     assert len(moved[0]["request_id"]) == 32  # generated, as the client sent none
+
+
+async def test_clients_cannot_add_metric_series(api: Api) -> None:
+    for n in range(20):
+        await api.post(f"{{ field{n}_of_nobody }}", auth=None)
+    families = [s for s in (await scrape(api)) if s[0] == "storyline_graphql_requests_total"]
+    operations = {dict(labels)["operation"] for _, labels in families}
+    assert not any(op.startswith("field") for op in operations)
+    assert "invalid" in operations

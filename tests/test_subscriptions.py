@@ -122,3 +122,35 @@ async def test_one_connection_may_hold_a_bounded_number_of_subscriptions(api: Ap
         assert refusal["id"] == "one-too-many", refusal
         assert refusal["type"] == "error"
         assert "limit" in refusal["payload"][0]["message"].lower()
+
+
+async def test_an_expired_token_ends_what_its_websocket_may_do(api: Api) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    async with connected(api.url, token(user, ttl=2)) as ws:
+        await start(ws, project["id"], op="watch")
+        first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert first["type"] == "next"
+        await asyncio.sleep(2.5)  # the token expires; the socket stays open
+        await api.report(projectId=project["id"], status="PROCESSING", progress=30)
+        ended = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+        assert ended[0]["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert ended[1] == {"id": "watch", "type": "complete"}
+        query = "{ me { balance } }"
+        await ws.send(json.dumps({"id": "q", "type": "subscribe", "payload": {"query": query}}))
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert refused["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_malformed_subscribe_message_does_not_crash_the_connection(api: Api) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    async with connected(api.url, token(user)) as ws:
+        bad = {"id": "bad", "type": "subscribe", "payload": {"query": ["not", "text"]}}
+        await ws.send(json.dumps(bad))
+        await start(ws, project["id"], op="good")
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if message.get("id") == "good":
+                break
+        assert message["type"] == "next"

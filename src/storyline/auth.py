@@ -23,6 +23,11 @@ class Role(enum.Enum):
 class Principal:
     user_id: str
     role: Role
+    expires_at: float | None = None  # the token's exp, enforced for as long as it is used
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
 
     def require(self, action: str, *roles: Role) -> None:
         if self.role not in roles:
@@ -42,6 +47,17 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _storable(subject: str) -> bool:
+    """A user id PostgreSQL can keep: 1..255 characters of valid Unicode, no NUL."""
+    if not 0 < len(subject) <= MAX_SUBJECT or "\x00" in subject:
+        return False
+    try:
+        subject.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def authenticate(secret: str, authorization: str | None) -> Principal:
     """The caller named by an ``Authorization: Bearer`` value; raises Unauthenticated."""
     if not authorization:
@@ -59,10 +75,11 @@ def authenticate(secret: str, authorization: str | None) -> Principal:
     except jwt.PyJWTError:
         raise Unauthenticated("The token is not valid.") from None
     subject = claims["sub"]
-    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT or "\x00" in subject:
+    if not isinstance(subject, str) or not _storable(subject):
         raise Unauthenticated("The token's subject is not valid.")
     try:
         role = Role(claims.get("role", Role.USER.value))
     except ValueError:
         raise Unauthenticated("The token's role is not valid.") from None
-    return Principal(subject, role)
+    expires = claims.get("exp")
+    return Principal(subject, role, float(expires) if isinstance(expires, (int, float)) else None)

@@ -128,6 +128,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         ws_per_message_deflate=False,
+        ws_max_size=settings.max_body_bytes,  # a WebSocket message is held to the body limit
         log_config=None,  # keep the structured logging configured above
         proxy_headers=False,
     )

@@ -103,3 +103,10 @@ def test_nul_characters_are_refused(overrides: dict[str, Any], field: str) -> No
     with pytest.raises(BadUserInput) as raised:
         story(**overrides)
     assert raised.value.extensions["field"] == field
+
+
+def test_lone_surrogates_are_refused() -> None:
+    # JSON can carry "\ud800"; PostgreSQL cannot store it (found in review as a 500).
+    with pytest.raises(BadUserInput) as raised:
+        story(prompt="A cat \ud800")
+    assert raised.value.extensions["field"] == "prompt"

@@ -116,6 +116,10 @@ def text(field: str, value: str, longest: int, *, empty: bool = False) -> str:
     """A text PostgreSQL can store (no NUL) of at most ``longest`` characters."""
     if "\x00" in value:
         raise BadUserInput(field, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: not text PostgreSQL (or JSON) can hold
+        raise BadUserInput(field, "must be valid Unicode") from None
     if len(value) > longest:
         raise BadUserInput(field, f"must be at most {longest} characters")
     if not value and not empty:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncGenerator
 
 from storyline.auth import Principal
-from storyline.domain.errors import NotFound
+from storyline.domain.errors import NotFound, Unauthenticated
 from storyline.domain.lifecycle import Status
 from storyline.live.events import ProjectEvent
 from storyline.persistence import projects
@@ -43,6 +43,8 @@ async def watch_project(
                 record = await _read(services, key)
                 if record is not None:
                     events = sorted([*events, ProjectEvent.of(record)], key=_version)
+            if principal.expired:
+                raise Unauthenticated("The token has expired.")
             for event in events:
                 if event.version <= last:
                     continue

@@ -33,6 +33,8 @@ class Context:
                 self._principal = refused
         if isinstance(self._principal, Unauthenticated):
             raise self._principal
+        if self._principal.expired:  # a WebSocket outlives its token: every operation checks
+            raise Unauthenticated("The token has expired.")
         return self._principal
 
     def _credentials(self) -> str | None:

@@ -1,7 +1,8 @@
 """The one place where errors become what clients see.
 
-A StorylineError keeps its message and gets ``extensions.code``; parse and validation
-errors pass through; anything else is logged and masked as INTERNAL_SERVER_ERROR.
+A StorylineError keeps its message and gets ``extensions.code``; parse, validation and
+coercion errors keep theirs and get BAD_USER_INPUT; anything else is logged and masked as
+INTERNAL_SERVER_ERROR.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ def for_client(error: GraphQLError) -> GraphQLError:
     elif is_unexpected(error):
         extensions = {"code": "INTERNAL_SERVER_ERROR"}
         message = MASKED_MESSAGE
-    else:
+    elif (error.extensions or {}).get("code"):
         return error
+    else:
+        # Parse, validation and variable-coercion errors, and the query limits: the
+        # request itself is bad input. graphql-core's message says what and where.
+        extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+        message = error.message
     return GraphQLError(
         message,
         nodes=error.nodes,

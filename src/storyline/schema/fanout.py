@@ -148,11 +148,14 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         payload = message["payload"]
-        plan = compile_plan(
-            self.schema._schema,  # type: ignore[attr-defined]  # the graphql-core schema
-            payload["query"],
-            payload.get("operationName"),
-        )
+        query, name = payload.get("query"), payload.get("operationName")
+        plan = None
+        if isinstance(query, str) and (name is None or isinstance(name, str)):
+            plan = compile_plan(
+                self.schema._schema,  # type: ignore[attr-defined]  # the graphql-core schema
+                query,
+                name,
+            )
         variables = payload.get("variables") or {}
         project_id = plan.project_id if plan is not None else None
         if plan is not None and plan.variable is not None:

@@ -11,6 +11,11 @@ from strawberry.extensions import SchemaExtension
 from storyline import logs
 from storyline.schema.context import Context
 
+ROOT_FIELDS = frozenset(
+    {"me", "project", "projects", "price", "generateStory", "updateStatus", "grantCredits"}
+    | {"__schema", "__type", "__typename"}
+)
+
 
 class OperationMetrics(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
@@ -45,5 +50,7 @@ class OperationMetrics(SchemaExtension):
                 return None
             for selection in definition.selection_set.selections:
                 if isinstance(selection, FieldNode):
-                    return selection.name.value
-        return "unknown"
+                    name = selection.name.value
+                    # Only the schema's own names become labels: clients cannot add series.
+                    return name if name in ROOT_FIELDS else "invalid"
+        return "invalid"
