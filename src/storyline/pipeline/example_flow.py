@@ -62,7 +62,9 @@ def render_video(
     return f"https://videos.storyline.invalid/{project_id}.mp4"
 
 
-hooks = ReportingHooks()
+# The example takes Storyline's URL from its own ``storyline_url`` parameter, for trying it
+# out; a production flow leaves url_param unset and configures STORYLINE_URL.
+hooks = ReportingHooks(url_param="storyline_url")
 
 
 @flow(name="story-video", **hooks.flow_options())

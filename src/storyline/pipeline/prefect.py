@@ -186,7 +186,18 @@ def send_report(connection: Connection, report: Mapping[str, Any]) -> dict[str, 
     except httpx.TransportError as exc:
         # The class name only: an exception's text may quote the request.
         raise StorylineUnavailable(f"Storyline unreachable ({type(exc).__name__})") from None
-    return interpret(response)
+    return _early(report, response)
+
+
+def _early(report: Mapping[str, Any], response: httpx.Response) -> dict[str, Any]:
+    """interpret(), but an upstream id Storyline does not know yet is worth another try:
+    a report may arrive before generateStory has recorded the id."""
+    try:
+        return interpret(response)
+    except ReportRejected as rejected:
+        if rejected.code == "NOT_FOUND" and "externalId" in report:
+            raise StorylineUnavailable("the externalId is not known yet") from None
+        raise
 
 
 async def asend_report(connection: Connection, report: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,7 +207,7 @@ async def asend_report(connection: Connection, report: Mapping[str, Any]) -> dic
             response = await client.post(**connection.request({"input": report}))
     except httpx.TransportError as exc:
         raise StorylineUnavailable(f"Storyline unreachable ({type(exc).__name__})") from None
-    return interpret(response)
+    return _early(report, response)
 
 
 def backoff(
@@ -301,7 +312,10 @@ class ReportingHooks:
     token: str | None = field(default=None, repr=False)
     project_param: str = "project_id"
     external_param: str = "external_id"
-    url_param: str = "storyline_url"
+    # A flow-run parameter that may name Storyline's URL. None (the default): only ``url``
+    # or STORYLINE_URL, so that whoever can start a flow run cannot send the pipeline
+    # token elsewhere.
+    url_param: str | None = None
     attempts: int = 4
     first_delay: float = 0.5
     max_delay: float = 5.0
@@ -370,7 +384,9 @@ class ReportingHooks:
             return None
         try:
             connection = Connection.resolve(
-                self.url or parameters.get(self.url_param), self.token, timeout=self.timeout
+                self.url or (parameters.get(self.url_param) if self.url_param else None),
+                self.token,
+                timeout=self.timeout,
             )
             report = report_input(
                 status=status,
