@@ -29,6 +29,7 @@ REPORT = """
 mutation Report($input: UpdateStatusInput!) { updateStatus(input: $input) { status version } }
 """
 REPORT_ATTEMPTS = 6
+MAX_JOBS = 10_000
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Simulator:
             return JSONResponse({"detail": "config.prompt is required"}, status_code=422)
         job = Job(id=f"sim-{uuid.uuid4()}", project_id=project_id)
         self.jobs[job.id] = job
+        while len(self.jobs) > MAX_JOBS:  # a development stand-in: remember the recent ones
+            del self.jobs[next(iter(self.jobs))]
         run = asyncio.create_task(self._run(job))
         self._runs.add(run)
         run.add_done_callback(self._runs.discard)
