@@ -40,6 +40,7 @@ from storyline.persistence.engine import create_engine
 from storyline.persistence.listener import PostgresListener
 from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
+from storyline.schema.errors import for_client
 from storyline.schema.fanout import FanoutTransportWS
 from storyline.schema.roots import build_schema
 from storyline.services import Background, Services
@@ -80,6 +81,10 @@ class GraphQLApp(GraphQL[Context, None]):
         return result
 
     async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        if result.errors:
+            # Errors raised before the operation's extensions ran (a document the parser
+            # cache refused, say) get their code here; mapping twice changes nothing.
+            result.errors = [for_client(error) for error in result.errors]
         processed = await super().process_result(request, result)
         if not_executed(result):
             processed.pop("data", None)  # nothing ran: the response has no data entry

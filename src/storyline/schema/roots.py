@@ -10,11 +10,14 @@ from functools import partial
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.types.execution import ExecutionContext
 
@@ -134,12 +137,20 @@ class StorylineSchema(strawberry.Schema):
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the limits of ``settings`` (defaults when None)."""
     settings = settings or Settings.model_construct()
+    # The limiters' rule classes, made once: the validation cache keys on them, so rules
+    # made afresh for every request would never hit it.
+    limit_rules = [
+        *MaxAliasesLimiter(max_alias_count=settings.max_query_aliases).validation_rules,
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+    ]
     extensions: list[Callable[[], SchemaExtension]] = [
         OperationMetrics,  # first in, last out: it sees the errors as clients will
         ClientErrors,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(MaxAliasesLimiter, max_alias_count=settings.max_query_aliases),
-        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+        partial(AddValidationRules, limit_rules),
+        # Clients send the same few documents again and again: parse and validate each once.
+        partial(ParserCache, maxsize=512),
+        partial(ValidationCache, maxsize=512),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
