@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from broadcaster import Broadcast
 
@@ -44,12 +42,19 @@ class TooManySubscriptions(StorylineError):
 class Mailbox:
     """What one subscriber has yet to send: pending events in version order, bounded."""
 
-    __slots__ = ("_pending", "_wake", "resync")
+    # Small on purpose: there is one per live subscription. A future is made only while
+    # the subscriber waits (an asyncio.Event would carry a deque of its own, always).
+    __slots__ = ("_pending", "_waiter", "resync")
 
     def __init__(self) -> None:
         self._pending: list[ProjectEvent] = []
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.resync = False
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def offer(self, event: ProjectEvent) -> None:
         if self._pending and event.version <= self._pending[-1].version:
@@ -58,16 +63,20 @@ class Mailbox:
             # Status is state, not a log: a client this far behind gets the newest state.
             self._pending.clear()
         self._pending.append(event)
-        self._wake.set()
+        self._wake()
 
     def request_resync(self) -> None:
         self.resync = True
-        self._wake.set()
+        self._wake()
 
     async def take(self) -> tuple[list[ProjectEvent], bool]:
         """Wait for news: the pending events, and whether the row must be re-read."""
-        await self._wake.wait()
-        self._wake.clear()
+        while not self._pending and not self.resync:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         events, self._pending = self._pending, []
         resync, self.resync = self.resync, False
         return events, resync
@@ -84,30 +93,31 @@ class ProjectBroadcast(Broadcast):
     def subscriber_count(self) -> int:
         return sum(len(boxes) for boxes in self.mailboxes.values())
 
-    @asynccontextmanager
-    async def subscribe(  # type: ignore[override]
+    def subscribe(  # type: ignore[override]
         self, channel: str, *, owner: str = "", limit: int | None = None
-    ) -> AsyncIterator[Mailbox]:
-        """Deliveries for one project id; registered before the first await.
+    ) -> Subscription:
+        """Deliveries for one project id, as ``async with``: registered on entry, before
+        anything is awaited. Entry raises TooManySubscriptions when ``owner`` already holds
+        ``limit`` of them."""
+        return Subscription(self, channel, owner, limit)
 
-        Raises TooManySubscriptions when ``owner`` already holds ``limit`` of them.
-        """
+    def _register(self, channel: str, owner: str, limit: int | None) -> Mailbox:
         if limit is not None and self.by_owner[owner] >= limit:
             raise TooManySubscriptions(limit)
         mailbox = Mailbox()
         self.mailboxes.setdefault(channel, set()).add(mailbox)
         self.by_owner[owner] += 1
-        try:
-            yield mailbox
-        finally:
-            self.by_owner[owner] -= 1
-            if not self.by_owner[owner]:
-                del self.by_owner[owner]
-            boxes = self.mailboxes.get(channel)
-            if boxes is not None:
-                boxes.discard(mailbox)
-                if not boxes:
-                    del self.mailboxes[channel]
+        return mailbox
+
+    def _unregister(self, channel: str, owner: str, mailbox: Mailbox) -> None:
+        self.by_owner[owner] -= 1
+        if not self.by_owner[owner]:
+            del self.by_owner[owner]
+        boxes = self.mailboxes.get(channel)
+        if boxes is not None:
+            boxes.discard(mailbox)
+            if not boxes:
+                del self.mailboxes[channel]
 
     async def disconnect(self) -> None:
         """Safe also after a failed connect (the stock method assumes a listener task)."""
@@ -134,3 +144,28 @@ class ProjectBroadcast(Broadcast):
         event = ProjectEvent.parse(message)
         for mailbox in self.mailboxes.get(event.project_id, ()):
             mailbox.offer(event)
+
+
+class Subscription:
+    """``async with broadcast.subscribe(...)``: a class rather than a generator-based
+    context manager, to keep each live subscription small."""
+
+    __slots__ = ("_broadcast", "_channel", "_limit", "_mailbox", "_owner")
+
+    def __init__(
+        self, broadcast: ProjectBroadcast, channel: str, owner: str, limit: int | None
+    ) -> None:
+        self._broadcast = broadcast
+        self._channel = channel
+        self._owner = owner
+        self._limit = limit
+        self._mailbox: Mailbox | None = None
+
+    async def __aenter__(self) -> Mailbox:
+        self._mailbox = self._broadcast._register(self._channel, self._owner, self._limit)
+        return self._mailbox
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._mailbox is not None:
+            self._broadcast._unregister(self._channel, self._owner, self._mailbox)
+            self._mailbox = None
