@@ -7,7 +7,6 @@ from collections.abc import AsyncGenerator
 
 from storyline.auth import Principal
 from storyline.domain.errors import NotFound, Unauthenticated
-from storyline.domain.lifecycle import Status
 from storyline.live.events import ProjectEvent
 from storyline.persistence import projects
 from storyline.persistence.projects import ProjectRecord
@@ -29,13 +28,12 @@ async def watch_project(
         owner=principal.user_id,
         limit=services.settings.max_subscriptions_per_user,
     ) as mailbox:
-        current = await _read(services, key)
-        if current is None or not can_see(principal, current):
-            raise NotFound
-        last = current.version
-        yield ProjectEvent.of(current)
-        if Status(current.status).terminal:
+        first = await _first(services, principal, key)
+        last = first.version
+        yield first
+        if first.status.terminal:
             return
+        del first  # an idle subscription holds no project data while it waits
         while True:
             events, resync = await mailbox.take()
             if resync:
@@ -52,6 +50,14 @@ async def watch_project(
                 yield event
                 if event.status.terminal:
                     return
+            events = []  # hold nothing while waiting for the next ones
+
+
+async def _first(services: Services, principal: Principal, key: uuid.UUID) -> ProjectEvent:
+    current = await _read(services, key)
+    if current is None or not can_see(principal, current):
+        raise NotFound
+    return ProjectEvent.of(current)
 
 
 def _version(event: ProjectEvent) -> int:

@@ -193,6 +193,7 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                 async for event in events:
                     await send(f"{prefix}{plan.render(event)}}}")
                     services.metrics.events.inc()
+                    del event  # nothing of it is kept while the watcher waits
         except StorylineError as expected:
             await self._fail(operation, plan, expected.message, expected.code, expected.extensions)
         except asyncio.CancelledError:
