@@ -89,6 +89,14 @@ class RequestIds:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
+        if scope["type"] == "websocket":
+            # No response headers to add, and every event goes out through send:
+            # leave it unwrapped.
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                request_id.reset(token)
+            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

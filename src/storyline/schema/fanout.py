@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -186,7 +186,7 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     ) -> None:
         services = self.context.services
         prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
-        send = self.websocket.ws.send_text  # type: ignore[attr-defined]  # starlette's socket
+        send = _sender(self.websocket.ws)  # type: ignore[attr-defined]  # starlette's socket
         try:
             events = watch_project(services, self.context.principal, project_id)
             async with aclosing(events):
@@ -217,3 +217,18 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         error["extensions"] = {"code": code, **extensions}
         failure = {"id": operation.id, "type": "next", "payload": {"data": None, "errors": [error]}}
         await operation.send_operation_message(cast("NextMessage", failure))
+
+
+def _sender(socket: Any) -> Callable[[str], Awaitable[None]]:
+    """Send a text frame on an accepted socket: straight to the ASGI send when starlette's
+    socket exposes it (its send_text re-checks the socket's state on every message; the
+    handler only sends on an accepted socket), else through send_text."""
+    raw = getattr(socket, "_send", None)
+    if raw is None:
+        text_sender: Callable[[str], Awaitable[None]] = socket.send_text
+        return text_sender
+
+    async def send(text: str) -> None:
+        await raw({"type": "websocket.send", "text": text})
+
+    return send
