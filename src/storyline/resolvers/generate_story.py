@@ -71,7 +71,9 @@ async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
         return await _fail(services, project, refused.reason)
     crash_point("generate-after-upstream-accepted")
 
-    async with services.engine.begin() as conn:
+    # One statement, atomic on its own: no BEGIN and COMMIT round trips around it.
+    async with services.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         return await projects.confirm_created(conn, project_id=project.id, external_id=external_id)
 
 
