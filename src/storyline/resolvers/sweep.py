@@ -19,7 +19,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import ColumnElement, func, select
 
 from storyline import logs
@@ -28,6 +27,7 @@ from storyline.persistence.projects import ProjectRecord
 from storyline.persistence.tables import projects as projects_table
 from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
+from storyline.upstream.client import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +150,13 @@ async def _reconcile(services: Services, external_id: str | None) -> Report | No
         )
     try:
         job = await services.video.get_job(external_id)
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code == httpx.codes.NOT_FOUND:
-            return Report(
-                Status.FAILED,
-                error_message="The video service has no such job; the credits were refunded.",
-            )
+    except UpstreamUnavailable:
         return None
-    except (httpx.HTTPError, ValueError):
-        return None
+    if job is None:
+        return Report(
+            Status.FAILED,
+            error_message="The video service has no such job; the credits were refunded.",
+        )
     return _report_of(job)
 
 
