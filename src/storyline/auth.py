@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jwt
 
@@ -65,11 +66,22 @@ def authenticate(secret: str, authorization: str | None) -> Principal:
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("The Authorization header must be 'Bearer <token>'.")
+    principal = _verified(secret, token.strip())
+    if principal.expired:  # verified earlier, expired since
+        raise Unauthenticated("The token has expired.")
+    return principal
+
+
+@lru_cache(maxsize=4096)
+def _verified(secret: str, token: str) -> Principal:
+    """A token's principal, verified once per token: clients send the same one each time.
+
+    Only successes are kept (lru_cache does not cache exceptions); expiry is checked
+    again on every use.
+    """
     try:
         # algorithms pins HS256: tokens signed otherwise, or with "alg": "none", are refused.
-        claims = jwt.decode(
-            token.strip(), secret, algorithms=["HS256"], options={"require": ["sub"]}
-        )
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("The token has expired.") from None
     except jwt.PyJWTError:
