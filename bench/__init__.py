@@ -1,0 +1,1 @@
+"""Storyline's benchmark harness: ``python -m bench`` (``make bench``); see docs/benchmarks.md."""
