@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -27,7 +27,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from storyline import logs, web
+from storyline import web
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
@@ -202,6 +202,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
     )
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
@@ -223,30 +224,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 max_age=600,
             )
         )
-    return StorylineApp(graphql, routes=routes, middleware=middleware, lifespan=lifespan)
-
-
-class StorylineApp(Starlette):
-    """Starlette, with GraphQL WebSockets handed straight to the GraphQL view.
-
-    The HTTP middleware has nothing to do on a WebSocket, but Starlette's exception
-    middleware would still wrap every message sent on it: each fan-out event paid for it.
-    """
-
-    def __init__(self, graphql: GraphQLApp, **options: Any) -> None:
-        super().__init__(**options)
-        self._graphql = graphql
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/graphql":
-            scope["app"] = self
-            token = logs.request_id.set(logs.request_id_of(scope))
-            try:
-                await self._graphql(scope, receive, send)
-            finally:
-                logs.request_id.reset(token)
-            return
-        await super().__call__(scope, receive, send)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 async def _wait_for_database(engine: AsyncEngine, *, attempts: int = 30) -> None:
