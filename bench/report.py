@@ -151,13 +151,23 @@ def write_report(document: dict[str, Any], out: Path) -> None:
         f"- **Date:** {document['date']} (took {document['duration_s'] / 60:.1f} min)\n"
         f"- **Runs:** {sizes['runs']}; tables show medians, ratios are medians of per-run ratios.\n"
     )
-    code = machine.get("code") or []
-    if code:
-        add(f"- **Code under test** (per run): {' / '.join(f'`{c}`' for c in code)}\n")
-        if len(set(code)) > 1:
+    versions: dict[int, list[str]] = {}
+    for row in results.rows:
+        if row["system"] == "storyline" and row.get("code"):
+            seen = versions.setdefault(row["run"], [])
+            if row["code"] not in seen:
+                seen.append(row["code"])
+    if versions:
+        listed = "; ".join(
+            f"run {run + 1}: " + ", ".join(f"`{code}`" for code in codes)
+            for run, codes in sorted(versions.items())
+        )
+        add(f"- **Storyline code under test** (commit at each server start): {listed}\n")
+        if len({code for codes in versions.values() for code in codes}) > 1:
             add(
                 "- **Warning:** the code changed while the bench ran (others committed); "
-                "runs measured different versions, so read the per-run column with care.\n"
+                "Storyline's rows come from different versions, read the per-run column "
+                "with care.\n"
             )
     add("\n## Machine\n\n")
     add(

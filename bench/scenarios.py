@@ -179,6 +179,7 @@ class Bench:
         self.warm_watchers: dict[str, list[tuple[str, str]]] = {}
         self.tokens: dict[str, str] = {}
         self.next_seq = 1
+        self.code = "unknown"
         self.granted = False
         self.admin_token = ""
         self.pipeline_token = token("bench-pipeline", "pipeline")
@@ -375,6 +376,8 @@ class Bench:
             yield Server(system, None, 0)
             return
         if system == "storyline":
+            # Others may commit while the bench runs: note the code each server started from.
+            self.code = code_version()
             # `serve` applies pending migrations first: the schema follows the code under test.
             serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
             if profile is not None:
@@ -593,6 +596,8 @@ class Bench:
 
     def record(self, scenario: str, system: str, run: int, **values: Any) -> dict[str, Any]:
         row = {"scenario": scenario, "system": system, "run": run, **values}
+        if system == "storyline":
+            row["code"] = self.code
         self.results.append(row)
         return row
 
@@ -846,7 +851,7 @@ class Bench:
             log("the profiler wrote no report")
             return None
         header = (
-            f"Storyline during hot fan-out: {watchers} watchers of one project, "
+            f"Storyline (code {self.code}) during hot fan-out: {watchers} watchers of one project, "
             f"{sizes.hot_rate:g} updateStatus/s for {max(sizes.hot_seconds, 8.0):g} s.\n"
             f"Under the profiler: {point['deliveries_per_s']:.0f} deliveries/s, "
             f"p50 {point['p50_ms']:.1f} ms, p99 {point['p99_ms']:.1f} ms "
@@ -860,11 +865,8 @@ class Bench:
     # -- everything ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.meta["code"] = []
         for run in range(self.sizes.runs):
-            # Others may commit while the bench runs; say which code each run measured.
-            self.meta["code"].append(code_version())
-            log(f"run {run + 1}/{self.sizes.runs} (code {self.meta['code'][-1]})")
+            log(f"run {run + 1}/{self.sizes.runs} (code {code_version()})")
             if "hot" in self.scenarios:
                 await self.hot(run)
             if "wide" in self.scenarios or "memory" in self.scenarios:
