@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +35,8 @@ from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
 from tests.conftest import migrated_database
 from tests.fakes import FakeVideoService
-from tests.support import GENERATE, JWT_SECRET, REPORT, Api, books, free_port, new_user, token
+from tests.processes import served, server_env
+from tests.support import GENERATE, REPORT, Api, books, new_user, token
 from tests.watch import LEGACY_WS, SUBSCRIBE, TRANSPORT_WS, collect, connected, start, ws_url
 
 T = TypeVar("T")
@@ -205,50 +203,6 @@ async def test_gql_client_with_a_staff_role_may_watch_any_project(api: Api, prot
 # --- 2. two instances, one database --------------------------------------------------------
 
 
-def _launch(port: int, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:  # the child has its own copy of the descriptor
-        return subprocess.Popen(
-            [str(STORYLINE), "serve", "--port", str(port), "--no-migrate"],
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-        )
-
-
-async def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, a grace period, then SIGKILL; always reaped."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        await asyncio.to_thread(process.wait, 15)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await asyncio.to_thread(process.wait)
-
-
-def _read(log: Path) -> str:
-    return log.read_text(errors="replace")
-
-
-async def _ready(
-    http: httpx.AsyncClient, url: str, process: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"{url} exited {process.returncode}:\n{_read(log)}")
-        with suppress(httpx.TransportError):
-            if (await http.get(f"{url}/readyz")).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url} not ready within 60 s:\n{_read(log)}")
-        await asyncio.sleep(0.1)
-
-
 async def _post(
     http: httpx.AsyncClient, url: str, query: str, variables: dict[str, Any], auth: str
 ) -> dict[str, Any]:
@@ -269,70 +223,40 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
     server_url: str, fake_upstream: tuple[FakeVideoService, str], tmp_path: Path
 ) -> None:
     database_url = await migrated_database(server_url)
-    env = {name: value for name, value in os.environ.items() if not name.startswith("STORYLINE_")}
-    env |= {
-        "STORYLINE_DATABASE_URL": database_url,
-        "STORYLINE_JWT_SECRET": JWT_SECRET,
-        "STORYLINE_UPSTREAM_URL": fake_upstream[1],
-    }
-    ports: list[int] = []
-    while len(ports) < 2:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    logs = [tmp_path / f"instance-{n}.log" for n in (1, 2)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for port, log in zip(ports, logs, strict=True):
-            processes.append(_launch(port, env, tmp_path, log))
-        async with httpx.AsyncClient(timeout=30) as http:
-            for url, process, log in zip(urls, processes, logs, strict=True):
-                await _ready(http, url, process, log)
-            one, two = urls
-            user = new_user()
-            pipeline = token("pipeline", Role.PIPELINE)
-            # The fake video service holds "[hang]" requests for 3 s (Storyline waits 10 s):
-            # long enough to start watching the new project while it is still PENDING.
-            generate = _post(
-                http, two, GENERATE, {"input": {"prompt": "A cat [hang]"}}, token(user)
-            )
-            async with background(generate) as generating:
-                project_id = ""
+    env = server_env(database_url, upstream_url=fake_upstream[1])
+    async with (
+        served(env, tmp_path / "instance-1.log") as first_instance,
+        served(env, tmp_path / "instance-2.log") as second_instance,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        one, two = first_instance.url, second_instance.url
+        user = new_user()
+        pipeline = token("pipeline", Role.PIPELINE)
+        # The fake video service holds "[hang]" requests for 3 s (Storyline waits 10 s):
+        # long enough to start watching the new project while it is still PENDING.
+        generate = _post(http, two, GENERATE, {"input": {"prompt": "A cat [hang]"}}, token(user))
+        async with background(generate) as generating:
+            project_id = ""
 
-                async def find_project() -> bool:
-                    nonlocal project_id
-                    edges = (await _post(http, one, NEWEST_PROJECT, {}, token(user)))["projects"]
-                    if edges["edges"]:
-                        project_id = edges["edges"][0]["node"]["id"]
-                    return bool(project_id)
+            async def find_project() -> bool:
+                nonlocal project_id
+                edges = (await _post(http, one, NEWEST_PROJECT, {}, token(user)))["projects"]
+                if edges["edges"]:
+                    project_id = edges["edges"][0]["node"]["id"]
+                return bool(project_id)
 
-                async with asyncio.timeout(10):
-                    while True:
-                        if await find_project():
-                            break
-                        await asyncio.sleep(0.02)
-                async with connected(one, token(user)) as ws:
-                    await start(ws, project_id)
-                    first = await asyncio.wait_for(next_event(ws), 5)
-                    async with background(collect(ws)) as watching:
-                        created = (await asyncio.wait_for(generating, 15))["generateStory"]
-                        assert (created["id"], created["status"]) == (project_id, "PROCESSING")
-                        for progress, stage in ((25, "script"), (60, "storyboard"), (90, "render")):
-                            await _post(
-                                http,
-                                two,
-                                REPORT,
-                                {
-                                    "input": {
-                                        "projectId": project_id,
-                                        "status": "PROCESSING",
-                                        "progress": progress,
-                                        "stage": stage,
-                                    }
-                                },
-                                pipeline,
-                            )
+            async with asyncio.timeout(10):
+                while True:
+                    if await find_project():
+                        break
+                    await asyncio.sleep(0.02)
+            async with connected(one, token(user)) as ws:
+                await start(ws, project_id)
+                first = await asyncio.wait_for(next_event(ws), 5)
+                async with background(collect(ws)) as watching:
+                    created = (await asyncio.wait_for(generating, 15))["generateStory"]
+                    assert (created["id"], created["status"]) == (project_id, "PROCESSING")
+                    for progress, stage in ((25, "script"), (60, "storyboard"), (90, "render")):
                         await _post(
                             http,
                             two,
@@ -340,13 +264,27 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
                             {
                                 "input": {
                                     "projectId": project_id,
-                                    "status": "COMPLETED",
-                                    "resultUrl": "https://cdn.example/two.mp4",
+                                    "status": "PROCESSING",
+                                    "progress": progress,
+                                    "stage": stage,
                                 }
                             },
                             pipeline,
                         )
-                        rest = await asyncio.wait_for(watching, 10)
+                    await _post(
+                        http,
+                        two,
+                        REPORT,
+                        {
+                            "input": {
+                                "projectId": project_id,
+                                "status": "COMPLETED",
+                                "resultUrl": "https://cdn.example/two.mp4",
+                            }
+                        },
+                        pipeline,
+                    )
+                    rest = await asyncio.wait_for(watching, 10)
         events = [first, *rest]
         assert steps(events) == [
             ("PENDING", 1, None),
@@ -363,8 +301,6 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
                 assert not await violations(conn)
         finally:
             await engine.dispose()
-    finally:
-        await asyncio.gather(*(_stop(process) for process in processes))
 
 
 # --- 3. vanished clients ---------------------------------------------------------------------
