@@ -92,7 +92,7 @@ async def refund(
 
     Never refused for the balance: grants leave room for every charge still held.
     """
-    balance = await _add(conn, user_id=user_id, amount=amount, ceiling=None)
+    balance = await _add(conn, user_id=user_id, amount=amount)
     assert balance is not None, "refunds always fit (see grant)"
     await _append(
         conn,
@@ -141,9 +141,10 @@ async def _add(
     *,
     user_id: str,
     amount: int,
-    ceiling: int | ColumnElement[int] | None = MAX_BALANCE,
+    ceiling: int | ColumnElement[int] | None = None,
 ) -> int | None:
-    """The new balance, or None when the account would go below 0 or above ``ceiling``."""
+    """The new balance, or None when a debit would take it below 0 or a credit above
+    ``ceiling`` (no ceiling: the credit always fits)."""
     if amount < 0:
         guard: ColumnElement[bool] = accounts.c.balance >= -amount
     elif ceiling is None:
