@@ -163,7 +163,7 @@ async def main_async(args: argparse.Namespace) -> int:
             work=Path(work),
             logs=logs,
             server_log_level=args.server_log_level,
-            profile_out=None if args.no_profile else out / "profile-hot-fanout.txt",
+            profile_dir=None if args.no_profile else out,
         )
         try:
             log(f"logs in {logs}")

@@ -32,6 +32,7 @@ from bench.harness import (
     wait_ready,
 )
 from bench.httpclient import Connection
+from bench.report import PROFILE_GENERATE, PROFILE_HOT
 
 CACHE = ROOT / "bench" / ".cache"
 STORYLINE = Path(PYTHON).parent / "storyline"  # the console script, as operators run it
@@ -159,7 +160,7 @@ class Bench:
         work: Path,
         logs: Path,
         server_log_level: str,
-        profile_out: Path | None,
+        profile_dir: Path | None,
     ) -> None:
         self.sizes = sizes
         self.scenarios = scenarios
@@ -167,7 +168,7 @@ class Bench:
         self.work = work
         self.logs = logs
         self.server_log_level = server_log_level
-        self.profile_out = profile_out
+        self.profile_dir = profile_dir
         self.results: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
         self.postgres: Postgres | None = None
@@ -737,41 +738,10 @@ class Bench:
         )
 
     async def generate(self, run: int) -> None:
-        assert self.postgres is not None
-        assert self.upstream is not None
         sizes = self.sizes
         for system in self.systems("generate", run):
             async with self.server(system) as server:
-                if system == "storyline" and not self.granted:
-                    await self.grant(server)
-                command = {
-                    "cmd": "generate",
-                    "port": server.port,
-                    "path": "/graphql" if system == "storyline" else "/generate",
-                    "tokens": self.user_tokens,
-                    "concurrency": sizes.generate_concurrency,
-                    "duration": sizes.generate_seconds,
-                    "warmup": sizes.generate_warmup,
-                    "body": GENERATE_BODY,
-                }
-                driver = await Child(
-                    "driver",
-                    [PYTHON, "-m", "bench.driver"],
-                    log=self.logs / "driver.log",
-                    pipes=True,
-                ).start()
-                try:
-                    started = await driver.call(command)
-                    assert started.get("event") == "measuring", started
-                    pids = self.server_pids(server)
-                    upstream = self.server_pids(self.upstream)
-                    before = cpu_of(pids), cpu_of(upstream), cpu_of(self.postgres.pids())
-                    wall_start = time.monotonic()
-                    result = await driver.read()
-                    wall = time.monotonic() - wall_start
-                    after = cpu_of(pids), cpu_of(upstream), cpu_of(self.postgres.pids())
-                finally:
-                    await driver.stop()
+                result, cpu = await self.drive_generate(server)
             row = self.record(
                 "generate",
                 system,
@@ -783,10 +753,7 @@ class Bench:
                 p99_ms=result["latency_ms"]["p99"],
                 error_count=result["error_count"],
                 errors=result["errors"],
-                cpu_server=cpu_delta(before[0], after[0]) / wall,
-                cpu_upstream=cpu_delta(before[1], after[1]) / wall,
-                cpu_db=cpu_delta(before[2], after[2]) / wall,
-                cpu_load=result["cpu"] / wall,
+                **cpu,
             )
             log(
                 f"  generate {system:10}: {row['throughput']:6.0f}/s p50 {row['p50_ms']:6.1f} ms "
@@ -794,6 +761,57 @@ class Bench:
                 f"db {row['cpu_db']:.2f} load {row['cpu_load']:.2f}"
                 + (f"  errors {row['error_count']}: {row['errors'][:1]}" if row["errors"] else "")
             )
+
+    async def drive_generate(
+        self, server: Server, *, profiling: bool = False
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """One generateStory load pass against ``server``: the driver's result and the CPU
+        (cores) of server, upstream, database and load over the measured window. With
+        ``profiling``, the server's profiler samples exactly that window."""
+        assert self.postgres is not None
+        assert self.upstream is not None
+        sizes = self.sizes
+        storyline = server.system == "storyline"
+        if storyline and not self.granted:
+            await self.grant(server)
+        command = {
+            "cmd": "generate",
+            "port": server.port,
+            "path": "/graphql" if storyline else "/generate",
+            "tokens": self.user_tokens,
+            "concurrency": sizes.generate_concurrency,
+            "duration": sizes.generate_seconds,
+            "warmup": sizes.generate_warmup,
+            "body": GENERATE_BODY,
+        }
+        driver = await Child(
+            "driver", [PYTHON, "-m", "bench.driver"], log=self.logs / "driver.log", pipes=True
+        ).start()
+        try:
+            started = await driver.call(command)
+            assert started.get("event") == "measuring", started
+            if profiling:
+                assert server.child is not None
+                server.child.signal(signal.SIGUSR1)
+            pids = self.server_pids(server)
+            upstream = self.server_pids(self.upstream)
+            before = cpu_of(pids), cpu_of(upstream), cpu_of(self.postgres.pids())
+            wall_start = time.monotonic()
+            result = await driver.read()
+            wall = time.monotonic() - wall_start
+            after = cpu_of(pids), cpu_of(upstream), cpu_of(self.postgres.pids())
+            if profiling:
+                assert server.child is not None
+                server.child.signal(signal.SIGUSR2)
+        finally:
+            await driver.stop()
+        cpu = {
+            "cpu_server": cpu_delta(before[0], after[0]) / wall,
+            "cpu_upstream": cpu_delta(before[1], after[1]) / wall,
+            "cpu_db": cpu_delta(before[2], after[2]) / wall,
+            "cpu_load": result["cpu"] / wall,
+        }
+        return result, cpu
 
     async def grant(self, server: Server) -> None:
         connection = Connection("127.0.0.1", server.port)
@@ -820,11 +838,11 @@ class Bench:
 
     async def profile(self) -> dict[str, Any] | None:
         """One more hot fan-out pass with Storyline under pyinstrument (not in the tables)."""
-        if self.profile_out is None:
+        if self.profile_dir is None:
             return None
         sizes = self.sizes
         watchers = sizes.hot_watchers[-1]
-        raw = self.work / "profile.txt"
+        raw = self.work / "profile-hot.txt"
         project = self.hot_project["storyline"]
         async with (
             self.server("storyline", profile=raw) as server,
@@ -842,25 +860,55 @@ class Bench:
                 per_update=watchers,
             )
             server.child.signal(signal.SIGUSR2)
-            for _ in range(300):  # the report is written on SIGUSR2; give it a minute
-                if raw.exists():
-                    break
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(0.5)
-        if not raw.exists():
-            log("the profiler wrote no report")
-            return None
-        header = (
-            f"Storyline (code {self.code}) during hot fan-out: {watchers} watchers of one project, "
-            f"{sizes.hot_rate:g} updateStatus/s for {max(sizes.hot_seconds, 8.0):g} s.\n"
+            await self.await_report(raw)
+        self.write_profile(
+            raw,
+            PROFILE_HOT,
+            f"Storyline (code {self.code}) during hot fan-out: {watchers} watchers of one "
+            f"project, {sizes.hot_rate:g} updateStatus/s for {max(sizes.hot_seconds, 8.0):g} s.\n"
             f"Under the profiler: {point['deliveries_per_s']:.0f} deliveries/s, "
-            f"p50 {point['p50_ms']:.1f} ms, p99 {point['p99_ms']:.1f} ms "
-            f"(profiling slows the server; these numbers are not the benchmark's).\n"
-            "Generated by `make bench`; times are shares of the sampled window.\n\n"
+            f"p50 {point['p50_ms']:.1f} ms, p99 {point['p99_ms']:.1f} ms",
         )
-        self.profile_out.parent.mkdir(parents=True, exist_ok=True)
-        self.profile_out.write_text(header + raw.read_text())
         return point
+
+    async def profile_generate(self) -> None:
+        """One more generateStory pass with Storyline under pyinstrument (not in the tables)."""
+        if self.profile_dir is None:
+            return
+        raw = self.work / "profile-generate.txt"
+        async with self.server("storyline", profile=raw) as server:
+            result, cpu = await self.drive_generate(server, profiling=True)
+            await self.await_report(raw)
+        self.write_profile(
+            raw,
+            PROFILE_GENERATE,
+            f"Storyline (code {self.code}) during generateStory: "
+            f"{self.sizes.generate_concurrency} concurrent clients, zero-latency upstream, "
+            f"{self.sizes.generate_seconds:g} s.\n"
+            f"Under the profiler: {result['throughput']:.0f}/s, "
+            f"p50 {result['latency_ms']['p50']:.1f} ms, p99 {result['latency_ms']['p99']:.1f} ms, "
+            f"server CPU {cpu['cpu_server']:.2f} cores",
+        )
+
+    @staticmethod
+    async def await_report(raw: Path) -> None:
+        for _ in range(300):  # the report is written on SIGUSR2; give it a minute
+            if await asyncio.to_thread(raw.exists):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+
+    def write_profile(self, raw: Path, name: str, header: str) -> None:
+        if not raw.exists():
+            log(f"the profiler wrote no report for {name}")
+            return
+        assert self.profile_dir is not None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        (self.profile_dir / name).write_text(
+            header + " (profiling slows the server; these numbers are not the benchmark's).\n"
+            "Generated by `make bench`; times are shares of the sampled window.\n\n"
+            + raw.read_text()
+        )
 
     # -- everything ------------------------------------------------------------------------
 
@@ -876,6 +924,9 @@ class Bench:
         if "hot" in self.scenarios and (self.only is None or "storyline" in self.only):
             log("profiling Storyline during hot fan-out")
             await self.profile()
+        if "generate" in self.scenarios and (self.only is None or "storyline" in self.only):
+            log("profiling Storyline during generateStory")
+            await self.profile_generate()
 
     def sizes_dict(self) -> dict[str, Any]:
         return asdict(self.sizes)

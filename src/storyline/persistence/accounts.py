@@ -32,12 +32,6 @@ class LedgerRecord:
     created_at: datetime
 
 
-class BalanceTooLow(Exception):
-    def __init__(self, balance: int) -> None:
-        super().__init__(balance)
-        self.balance = balance
-
-
 class BalanceTooHigh(Exception):
     pass
 
@@ -63,26 +57,6 @@ async def ensure_account(conn: AsyncConnection, *, user_id: str, signup_credits:
 
 async def balance_of(conn: AsyncConnection, *, user_id: str) -> int | None:
     return await conn.scalar(select(accounts.c.balance).where(accounts.c.user_id == user_id))
-
-
-async def charge(
-    conn: AsyncConnection, *, user_id: str, project_id: uuid.UUID, amount: int
-) -> None:
-    """Take ``amount`` if the balance covers it, without reading it first.
-
-    Raises BalanceTooLow (with the balance seen) when it does not.
-    """
-    balance = await _add(conn, user_id=user_id, amount=-amount)
-    if balance is None:
-        raise BalanceTooLow(await balance_of(conn, user_id=user_id) or 0)
-    await _append(
-        conn,
-        user_id=user_id,
-        kind="CHARGE",
-        amount=-amount,
-        balance_after=balance,
-        project_id=project_id,
-    )
 
 
 async def refund(
@@ -143,12 +117,10 @@ async def _add(
     amount: int,
     ceiling: int | ColumnElement[int] | None = None,
 ) -> int | None:
-    """The new balance, or None when a debit would take it below 0 or a credit above
-    ``ceiling`` (no ceiling: the credit always fits)."""
-    if amount < 0:
-        guard: ColumnElement[bool] = accounts.c.balance >= -amount
-    elif ceiling is None:
-        guard = true()
+    """Credit ``amount``: the new balance, or None when it would pass ``ceiling`` (no
+    ceiling: the credit always fits). Charges are taken by persistence.reservations."""
+    if ceiling is None:
+        guard: ColumnElement[bool] = true()
     else:
         # In bigint: the sum may pass int4's range, which is what is being refused.
         guard = cast(accounts.c.balance, BigInteger) + amount <= ceiling

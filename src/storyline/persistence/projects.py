@@ -6,8 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, case, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Select, bindparam, case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyline.domain.lifecycle import Change, Status
@@ -50,32 +49,6 @@ class NewProject:
     seed: int | None
     idempotency_key: str | None
     request_fingerprint: str
-
-
-async def insert_pending(conn: AsyncConnection, *, project: NewProject) -> ProjectRecord | None:
-    """The new PENDING row, or None when the user already has a project with that key."""
-    values = {
-        "id": project.id,
-        "user_id": project.user_id,
-        "status": Status.PENDING.value,
-        "credits_used": project.credits_used,
-        "prompt": project.prompt,
-        "quality": project.quality,
-        "aspect_ratio": project.aspect_ratio,
-        "image_model": project.image_model,
-        "seed": project.seed,
-        "idempotency_key": project.idempotency_key,
-        "request_fingerprint": project.request_fingerprint,
-    }
-    row = (
-        await conn.execute(
-            pg_insert(projects)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=[projects.c.user_id, projects.c.idempotency_key])
-            .returning(projects)
-        )
-    ).one_or_none()
-    return None if row is None else ProjectRecord(**row._mapping)
 
 
 async def get(
@@ -132,24 +105,28 @@ async def mark_reported(conn: AsyncConnection, *, project_id: uuid.UUID) -> None
     )
 
 
+# Built once: generateStory runs it for every project, and building it costs more CPU than
+# PostgreSQL spends running it.
+_CONFIRM_CREATED = (
+    update(projects)
+    .where(projects.c.id == bindparam("project_id"))
+    .values(
+        external_id=bindparam("new_external_id"),
+        status=case(
+            (projects.c.status == Status.PENDING.value, Status.PROCESSING.value),
+            else_=projects.c.status,
+        ),
+    )
+    .returning(projects)
+)
+
+
 async def confirm_created(
     conn: AsyncConnection, *, project_id: uuid.UUID, external_id: str
 ) -> ProjectRecord:
     """Record the upstream id; move to PROCESSING only if no report has moved it on already."""
-    row = (
-        await conn.execute(
-            update(projects)
-            .where(projects.c.id == project_id)
-            .values(
-                external_id=external_id,
-                status=case(
-                    (projects.c.status == Status.PENDING.value, Status.PROCESSING.value),
-                    else_=projects.c.status,
-                ),
-            )
-            .returning(projects)
-        )
-    ).one()
+    parameters = {"project_id": project_id, "new_external_id": external_id}
+    row = (await conn.execute(_CONFIRM_CREATED, parameters)).one()
     return ProjectRecord(**row._mapping)
 
 

@@ -17,7 +17,7 @@ from storyline.domain.lifecycle import Report, Status
 from storyline.domain.pricing import price
 from storyline.domain.requests import StoryRequest
 from storyline.faults import crash_point
-from storyline.persistence import accounts, projects
+from storyline.persistence import accounts, projects, reservations
 from storyline.persistence.projects import NewProject, ProjectRecord
 from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
@@ -26,16 +26,12 @@ from storyline.upstream.client import JobRequest, UpstreamRefused, UpstreamTimed
 log = logging.getLogger(__name__)
 
 
-class _KeyTaken(Exception):
-    """Another request with the same idempotency key committed first."""
-
-
 async def generate_story(
     services: Services, principal: Principal, request: StoryRequest
 ) -> ProjectRecord:
     try:
         project, fresh = await _reserve(services, principal, request)
-    except _KeyTaken:
+    except reservations.KeyTaken:  # another request with this key committed first
         project, fresh = await _replay(services, principal, request), False
     logs.project_id.set(str(project.id))
     if not fresh:
@@ -81,7 +77,18 @@ async def _reserve(
     services: Services, principal: Principal, request: StoryRequest
 ) -> tuple[ProjectRecord, bool]:
     """Tx1: the project as PENDING and its charge, or the project this key already made."""
-    cost = price(request.quality)
+    new = NewProject(
+        id=uuid.uuid4(),
+        user_id=principal.user_id,
+        credits_used=price(request.quality),
+        prompt=request.prompt,
+        quality=request.quality.value,
+        aspect_ratio=request.aspect_ratio.value,
+        image_model=request.image_model,
+        seed=request.seed,
+        idempotency_key=request.idempotency_key,
+        request_fingerprint=request.fingerprint(),
+    )
     async with services.engine.begin() as conn:
         if request.idempotency_key is not None:
             existing = await projects.find_by_idempotency_key(
@@ -89,32 +96,19 @@ async def _reserve(
             )
             if existing is not None:
                 return _same_request(existing, request), False
-        await accounts.ensure_account(
-            conn, user_id=principal.user_id, signup_credits=services.settings.signup_credits
-        )
-        project = await projects.insert_pending(
-            conn,
-            project=NewProject(
-                id=uuid.uuid4(),
-                user_id=principal.user_id,
-                credits_used=cost,
-                prompt=request.prompt,
-                quality=request.quality.value,
-                aspect_ratio=request.aspect_ratio.value,
-                image_model=request.image_model,
-                seed=request.seed,
-                idempotency_key=request.idempotency_key,
-                request_fingerprint=request.fingerprint(),
-            ),
-        )
-        if project is None:
-            raise _KeyTaken
         try:
-            await accounts.charge(
-                conn, user_id=principal.user_id, project_id=project.id, amount=cost
-            )
-        except accounts.BalanceTooLow as low:
-            raise InsufficientCredits(required=cost, balance=low.balance) from None
+            try:
+                project = await reservations.reserve(conn, project=new)
+            except reservations.NoAccount:
+                # First use: the sign-up grant, then the charge, in the same transaction.
+                await accounts.ensure_account(
+                    conn,
+                    user_id=principal.user_id,
+                    signup_credits=services.settings.signup_credits,
+                )
+                project = await reservations.reserve(conn, project=new)
+        except reservations.BalanceTooLow as low:
+            raise InsufficientCredits(required=new.credits_used, balance=low.balance) from None
         crash_point("generate-before-charge-commit")
     return project, True
 

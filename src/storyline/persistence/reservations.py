@@ -1,0 +1,102 @@
+"""Tx1 of generateStory in one statement: the PENDING project, its debit and its ledger row.
+
+One round trip instead of four, and one statement for SQLAlchemy to prepare (built once, here):
+generateStory's throughput is bound by the API process's CPU, and each statement costs it far
+more than it costs PostgreSQL. The caller owns the transaction; every refusal is raised so that
+it rolls back, and a refused reservation writes nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Integer, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storyline.domain.lifecycle import Status
+from storyline.persistence.projects import NewProject, ProjectRecord
+from storyline.persistence.tables import projects
+
+PROJECT_FIELDS = tuple(ProjectRecord.__slots__)
+
+
+class NoAccount(Exception):
+    """The user has no account yet: nothing was written."""
+
+
+class BalanceTooLow(Exception):
+    """The balance does not cover the charge: nothing was written."""
+
+    def __init__(self, balance: int) -> None:
+        super().__init__(balance)
+        self.balance = balance
+
+
+class KeyTaken(Exception):
+    """The user already has a project with this idempotency key: nothing was written."""
+
+
+# In a data-modifying WITH, every part sees the snapshot from before the statement, so each
+# step is conditioned on the one before it returning a row: no account, no project; a key
+# already used, no debit; a balance too low, no ledger row (and the caller rolls the project
+# back). The last SELECT always returns one row, which tells the three refusals apart.
+_RESERVE = text(
+    """
+    WITH project AS (
+        INSERT INTO projects (id, user_id, status, credits_used, prompt, quality, aspect_ratio,
+                              image_model, seed, idempotency_key, request_fingerprint)
+        SELECT CAST(:id AS uuid), CAST(:user_id AS text), CAST(:status AS text),
+               CAST(:cost AS integer), CAST(:prompt AS text), CAST(:quality AS text),
+               CAST(:aspect_ratio AS text), CAST(:image_model AS text), CAST(:seed AS bigint),
+               CAST(:idempotency_key AS text), CAST(:request_fingerprint AS text)
+        WHERE EXISTS (SELECT FROM accounts WHERE user_id = :user_id)
+        ON CONFLICT (user_id, idempotency_key) DO NOTHING
+        RETURNING *
+    ), debit AS (
+        UPDATE accounts SET balance = balance - :cost, updated_at = clock_timestamp()
+        WHERE user_id = :user_id AND balance >= :cost AND EXISTS (SELECT FROM project)
+        RETURNING balance
+    ), charge AS (
+        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id)
+        SELECT :user_id, 'CHARGE', -CAST(:cost AS integer), debit.balance, CAST(:id AS uuid)
+        FROM debit
+    )
+    SELECT project.*, debit.balance AS balance_after,
+           (SELECT balance FROM accounts WHERE user_id = :user_id) AS balance_before
+    FROM (VALUES (1)) AS one (x) LEFT JOIN project ON true LEFT JOIN debit ON true
+    """
+).columns(  # by name: result types for the project's columns and the two balances
+    **{c.name: c.type for c in projects.c}, balance_after=Integer, balance_before=Integer
+)
+
+
+async def reserve(conn: AsyncConnection, *, project: NewProject) -> ProjectRecord:
+    """Insert ``project`` as PENDING and charge its ``credits_used``, or raise NoAccount,
+    KeyTaken or BalanceTooLow (with the balance seen)."""
+    row = (
+        (
+            await conn.execute(
+                _RESERVE,
+                {
+                    "id": project.id,
+                    "user_id": project.user_id,
+                    "status": Status.PENDING.value,
+                    "cost": project.credits_used,
+                    "prompt": project.prompt,
+                    "quality": project.quality,
+                    "aspect_ratio": project.aspect_ratio,
+                    "image_model": project.image_model,
+                    "seed": project.seed,
+                    "idempotency_key": project.idempotency_key,
+                    "request_fingerprint": project.request_fingerprint,
+                },
+            )
+        )
+        .one()
+        ._mapping
+    )
+    if row["balance_before"] is None:
+        raise NoAccount
+    if row["id"] is None:
+        raise KeyTaken
+    if row["balance_after"] is None:
+        raise BalanceTooLow(row["balance_before"])
+    return ProjectRecord(**{name: row[name] for name in PROJECT_FIELDS})
