@@ -41,7 +41,7 @@ from storyline.persistence.listener import PostgresListener
 from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
-from storyline.schema.fanout import FanoutTransportWS
+from storyline.schema.fanout import RAW_SEND, FanoutTransportWS
 from storyline.schema.roots import build_schema
 from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
@@ -224,7 +224,19 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 max_age=600,
             )
         )
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return StorylineApp(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+class StorylineApp(Starlette):
+    """Starlette, with the server's own ``send`` kept in a WebSocket's scope: the fan-out
+    path sends through it (schema/fanout.py), rather than through the exception-handling
+    wrappers Starlette puts around every message, which have nothing to do once a
+    WebSocket is accepted and cost each delivered event two more awaits."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 async def _wait_for_database(engine: AsyncEngine, *, attempts: int = 30) -> None:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from time import perf_counter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -35,7 +37,7 @@ class Metrics:
         self.subscriptions = Gauge(
             "storyline_subscriptions", "Live projectStatus subscriptions", registry=r
         )
-        self.events = Counter(
+        self.events = Tally(
             "storyline_events_delivered", "projectStatus events sent to clients", registry=r
         )
         self.reconnects = Gauge(
@@ -75,3 +77,22 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Tally(Collector):
+    """A counter without labels for the fan-out path: ``inc`` is an integer addition (a
+    prometheus_client Counter takes a lock per increment; this one is bumped once per
+    delivered event), read when /metrics is scraped. Only the event loop's thread bumps it.
+    """
+
+    def __init__(self, name: str, documentation: str, *, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0
+        registry.register(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)

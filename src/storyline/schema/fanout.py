@@ -31,6 +31,7 @@ from graphql import (
     parse,
     validate,
 )
+from starlette.types import Message
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -62,6 +63,8 @@ VALUES: dict[str, Callable[[ProjectEvent], object]] = {
     "__typename": lambda e: "ProjectStatusEvent",
 }
 MAX_QUERY_LENGTH = 2000
+# The scope key under which the app keeps the server's own send for a WebSocket.
+RAW_SEND = "storyline.send"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,8 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             events = watch_project(services, self.context.principal, project_id)
             async with aclosing(events):
                 async for event in events:
-                    await send(f"{prefix}{plan.render(event)}}}")
+                    text = f"{prefix}{plan.render(event)}}}"
+                    await send({"type": "websocket.send", "text": text})
                     services.metrics.events.inc()
                     del event  # nothing of it is kept while the watcher waits
         except StorylineError as expected:
@@ -219,16 +223,8 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         await operation.send_operation_message(cast("NextMessage", failure))
 
 
-def _sender(socket: Any) -> Callable[[str], Awaitable[None]]:
-    """Send a text frame on an accepted socket: straight to the ASGI send when starlette's
-    socket exposes it (its send_text re-checks the socket's state on every message; the
-    handler only sends on an accepted socket), else through send_text."""
-    raw = getattr(socket, "_send", None)
-    if raw is None:
-        text_sender: Callable[[str], Awaitable[None]] = socket.send_text
-        return text_sender
-
-    async def send(text: str) -> None:
-        await raw({"type": "websocket.send", "text": text})
-
-    return send
+def _sender(socket: Any) -> Callable[[Message], Awaitable[None]]:
+    """Where to send on an accepted socket: straight to the server's send when the app kept
+    it in the scope (StorylineApp), else starlette's WebSocket.send."""
+    raw: Callable[[Message], Awaitable[None]] = socket.scope.get(RAW_SEND) or socket.send
+    return raw
