@@ -4,8 +4,9 @@
   the trigger's channel; each notification becomes the ``next`` message Storyline would
   send (same fields, same bytes), built once and sent to every subscriber of the project.
   No GraphQL execution, no auth, no per-subscriber state beyond the socket.
-- ``POST /generate``: generateStory's SQL (account, PENDING row, charge, ledger), the same
-  upstream call with httpx, then the confirming UPDATE; no GraphQL.
+- ``POST /generate``: generateStory's SQL (Storyline's own one-statement Tx1: PENDING row,
+  charge, ledger; the account first on first use), the same upstream call with aiohttp, then
+  the confirming UPDATE; no GraphQL.
 
 Run: ``python -m bench.floor --port P --database-url URL --jwt-secret S --upstream-url U``.
 """
@@ -21,15 +22,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 import jwt
 import uvicorn
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from storyline.persistence.reservations import RESERVE
 
 CHANNEL = "storyline_project"
 PRICES = {"SD": 40, "HD": 60, "FULL_HD": 80}
@@ -41,6 +45,10 @@ UPSTREAM_RATIO = {
     "CLASSIC_4_3": "4:3",
 }
 SIGNUP_CREDITS = 100
+# Storyline's own Tx1 statement, compiled for asyncpg: the floor runs the very same SQL.
+_COMPILED = RESERVE.compile(dialect=asyncpg_dialect())
+RESERVE_SQL = str(_COMPILED)
+RESERVE_PARAMETERS = list(_COMPILED.positiontup or [])
 
 
 class Hub:
@@ -90,17 +98,17 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
         state["pool"] = await asyncpg.create_pool(database_url, min_size=2, max_size=20)
         state["listener"] = await asyncpg.connect(database_url)
         await state["listener"].add_listener(CHANNEL, hub.notified)
-        state["upstream"] = httpx.AsyncClient(
+        state["upstream"] = aiohttp.ClientSession(
             base_url=upstream_url,
-            timeout=10,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            timeout=aiohttp.ClientTimeout(total=10),
+            connector=aiohttp.TCPConnector(limit=100),
         )
         fan_out = asyncio.create_task(hub.fan_out())
         try:
             yield
         finally:
             fan_out.cancel()
-            await state["upstream"].aclose()
+            await state["upstream"].close()
             await state["listener"].close()
             await state["pool"].close()
 
@@ -161,52 +169,39 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
         ).hexdigest()
         project_id = uuid.uuid4()
         pool = state["pool"]
+        arguments = {
+            "id": project_id,
+            "user_id": user_id,
+            "status": "PENDING",
+            "cost": cost,
+            "prompt": prompt,
+            "quality": quality,
+            "aspect_ratio": ratio,
+            "image_model": model,
+            "seed": seed,
+            "idempotency_key": None,
+            "request_fingerprint": fingerprint,
+        }
+        values = [arguments[name] for name in RESERVE_PARAMETERS]
+        pool = state["pool"]
         async with pool.acquire() as conn, conn.transaction():
-            created = await conn.fetchval(
-                "INSERT INTO accounts (user_id, balance) VALUES ($1, $2) "
-                "ON CONFLICT (user_id) DO NOTHING RETURNING balance",
-                user_id,
-                SIGNUP_CREDITS,
-            )
-            if created is not None:
+            row = await conn.fetchrow(RESERVE_SQL, *values)
+            if row["balance_before"] is None:  # first use: the account, then the charge
+                await conn.execute(
+                    "INSERT INTO accounts (user_id, balance) VALUES ($1, $2)",
+                    user_id,
+                    SIGNUP_CREDITS,
+                )
                 await conn.execute(
                     "INSERT INTO ledger (user_id, kind, amount, balance_after, reason) "
                     "VALUES ($1, 'GRANT', $2, $2, 'sign-up credits')",
                     user_id,
                     SIGNUP_CREDITS,
                 )
-            await conn.fetchrow(
-                "INSERT INTO projects (id, user_id, status, credits_used, prompt, quality, "
-                "aspect_ratio, image_model, seed, idempotency_key, request_fingerprint) "
-                "VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, NULL, $9) "
-                "ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *",
-                project_id,
-                user_id,
-                cost,
-                prompt,
-                quality,
-                ratio,
-                model,
-                seed,
-                fingerprint,
-            )
-            balance = await conn.fetchval(
-                "UPDATE accounts SET balance = balance - $2, updated_at = clock_timestamp() "
-                "WHERE user_id = $1 AND balance >= $2 RETURNING balance",
-                user_id,
-                cost,
-            )
-            if balance is None:
+                row = await conn.fetchrow(RESERVE_SQL, *values)
+            if row["balance_after"] is None:
                 raise RuntimeError("insufficient credits")
-            await conn.execute(
-                "INSERT INTO ledger (user_id, kind, amount, balance_after, project_id) "
-                "VALUES ($1, 'CHARGE', $2, $3, $4)",
-                user_id,
-                -cost,
-                balance,
-                project_id,
-            )
-        answer = await state["upstream"].post(
+        async with state["upstream"].post(
             "/api/v1/project/video",
             json={
                 "template_name": "story",
@@ -220,8 +215,8 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
                 },
                 "metadata": {"storyline_project_id": str(project_id)},
             },
-        )
-        external_id = str(answer.json()["id"])
+        ) as answer:
+            external_id = str((await answer.json())["id"])
         async with pool.acquire() as conn:
             row = await conn.fetchrow(
                 "UPDATE projects SET external_id = $2, status = CASE WHEN status = 'PENDING' "

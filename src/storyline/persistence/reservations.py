@@ -38,7 +38,7 @@ class KeyTaken(Exception):
 # step is conditioned on the one before it returning a row: no account, no project; a key
 # already used, no debit; a balance too low, no ledger row (and the caller rolls the project
 # back). The last SELECT always returns one row, which tells the three refusals apart.
-_RESERVE = text(
+RESERVE = text(
     """
     WITH project AS (
         INSERT INTO projects (id, user_id, status, credits_used, prompt, quality, aspect_ratio,
@@ -74,7 +74,7 @@ async def reserve(conn: AsyncConnection, *, project: NewProject) -> ProjectRecor
     row = (
         (
             await conn.execute(
-                _RESERVE,
+                RESERVE,
                 {
                     "id": project.id,
                     "user_id": project.user_id,
