@@ -26,13 +26,13 @@ import aiohttp
 import asyncpg
 import jwt
 import uvicorn
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from storyline.persistence.engine import DriverStatement
 from storyline.persistence.reservations import RESERVE
 
 CHANNEL = "storyline_project"
@@ -46,9 +46,7 @@ UPSTREAM_RATIO = {
 }
 SIGNUP_CREDITS = 100
 # Storyline's own Tx1 statement, compiled for asyncpg: the floor runs the very same SQL.
-_COMPILED = RESERVE.compile(dialect=asyncpg_dialect())
-RESERVE_SQL = str(_COMPILED)
-RESERVE_PARAMETERS = list(_COMPILED.positiontup or [])
+TX1 = DriverStatement.of(RESERVE)
 
 
 class Hub:
@@ -182,10 +180,10 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
             "idempotency_key": None,
             "request_fingerprint": fingerprint,
         }
-        values = [arguments[name] for name in RESERVE_PARAMETERS]
+        values = TX1.arguments(arguments)
         pool = state["pool"]
         async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(RESERVE_SQL, *values)
+            row = await conn.fetchrow(TX1.sql, *values)
             if row["balance_before"] is None:  # first use: the account, then the charge
                 await conn.execute(
                     "INSERT INTO accounts (user_id, balance) VALUES ($1, $2)",
@@ -198,7 +196,7 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
                     user_id,
                     SIGNUP_CREDITS,
                 )
-                row = await conn.fetchrow(RESERVE_SQL, *values)
+                row = await conn.fetchrow(TX1.sql, *values)
             if row["balance_after"] is None:
                 raise RuntimeError("insufficient credits")
         async with state["upstream"].post(

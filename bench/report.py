@@ -548,9 +548,11 @@ def generate_section(results: Results, sizes: dict[str, Any]) -> str:
         f"Closed loop: {sizes['generate_concurrency']} clients, each sending the next "
         f"`generateStory` as soon as the last one answered, for {sizes['generate_seconds']:g} s "
         f"after {sizes['generate_warmup']:g} s of warm-up, spread over 32 users; the video "
-        "service is a stand-in answering at once. The floor is a bare Starlette endpoint doing "
-        "the same SQL (account, PENDING row, conditional debit, ledger row, then the confirming "
-        "UPDATE) and the same upstream call with httpx, without GraphQL.\n\n",
+        "service is a stand-in answering at once. The floor is a bare Starlette endpoint on "
+        "asyncpg doing the same SQL (Storyline's own one-statement Tx1: PENDING row, "
+        "conditional debit and ledger row; then the confirming UPDATE) and the same upstream "
+        "call with aiohttp, without GraphQL. Both projects' rows NOTIFY through the same "
+        "trigger, and PostgreSQL serialises the commits of notifying transactions.\n\n",
         table(
             [
                 "system",

@@ -6,10 +6,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import Select, bindparam, case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyline.domain.lifecycle import Change, Status
+from storyline.persistence.engine import DriverStatement
 from storyline.persistence.tables import projects
 
 
@@ -105,9 +107,7 @@ async def mark_reported(conn: AsyncConnection, *, project_id: uuid.UUID) -> None
     )
 
 
-# Built once: generateStory runs it for every project, and building it costs more CPU than
-# PostgreSQL spends running it.
-_CONFIRM_CREATED = (
+_CONFIRM_CREATED = DriverStatement.of(
     update(projects)
     .where(projects.c.id == bindparam("project_id"))
     .values(
@@ -117,17 +117,20 @@ _CONFIRM_CREATED = (
             else_=projects.c.status,
         ),
     )
-    .returning(projects)
+    .returning(*projects.c)
 )
 
 
 async def confirm_created(
-    conn: AsyncConnection, *, project_id: uuid.UUID, external_id: str
+    conn: asyncpg.Connection, *, project_id: uuid.UUID, external_id: str
 ) -> ProjectRecord:
-    """Record the upstream id; move to PROCESSING only if no report has moved it on already."""
+    """Record the upstream id; move to PROCESSING only if no report has moved it on already.
+
+    On asyncpg's connection (see persistence.engine.driver_connection): generateStory's
+    second statement."""
     parameters = {"project_id": project_id, "new_external_id": external_id}
-    row = (await conn.execute(_CONFIRM_CREATED, parameters)).one()
-    return ProjectRecord(**row._mapping)
+    row = await conn.fetchrow(_CONFIRM_CREATED.sql, *_CONFIRM_CREATED.arguments(parameters))
+    return ProjectRecord(**dict(row.items()))
 
 
 async def page(

@@ -1,17 +1,19 @@
 """Tx1 of generateStory in one statement: the PENDING project, its debit and its ledger row.
 
-One round trip instead of four, and one statement for SQLAlchemy to prepare (built once, here):
-generateStory's throughput is bound by the API process's CPU, and each statement costs it far
-more than it costs PostgreSQL. The caller owns the transaction; every refusal is raised so that
-it rolls back, and a refused reservation writes nothing.
+One round trip instead of four: generateStory's throughput is bound by the API process's
+CPU, and each statement costs it far more than it costs PostgreSQL. It runs on asyncpg's
+connection (persistence.engine.driver_connection), compiled once. The caller owns the
+transaction; every refusal is raised so that it rolls back, and a refused reservation
+writes nothing.
 """
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy import Integer, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyline.domain.lifecycle import Status
+from storyline.persistence.engine import DriverStatement
 from storyline.persistence.projects import NewProject, ProjectRecord
 from storyline.persistence.tables import projects
 
@@ -68,30 +70,29 @@ RESERVE = text(
 )
 
 
-async def reserve(conn: AsyncConnection, *, project: NewProject) -> ProjectRecord:
+_RESERVE = DriverStatement.of(RESERVE)
+
+
+async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRecord:
     """Insert ``project`` as PENDING and charge its ``credits_used``, or raise NoAccount,
     KeyTaken or BalanceTooLow (with the balance seen)."""
-    row = (
-        (
-            await conn.execute(
-                RESERVE,
-                {
-                    "id": project.id,
-                    "user_id": project.user_id,
-                    "status": Status.PENDING.value,
-                    "cost": project.credits_used,
-                    "prompt": project.prompt,
-                    "quality": project.quality,
-                    "aspect_ratio": project.aspect_ratio,
-                    "image_model": project.image_model,
-                    "seed": project.seed,
-                    "idempotency_key": project.idempotency_key,
-                    "request_fingerprint": project.request_fingerprint,
-                },
-            )
-        )
-        .one()
-        ._mapping
+    row = await conn.fetchrow(
+        _RESERVE.sql,
+        *_RESERVE.arguments(
+            {
+                "id": project.id,
+                "user_id": project.user_id,
+                "status": Status.PENDING.value,
+                "cost": project.credits_used,
+                "prompt": project.prompt,
+                "quality": project.quality,
+                "aspect_ratio": project.aspect_ratio,
+                "image_model": project.image_model,
+                "seed": project.seed,
+                "idempotency_key": project.idempotency_key,
+                "request_fingerprint": project.request_fingerprint,
+            }
+        ),
     )
     if row["balance_before"] is None:
         raise NoAccount

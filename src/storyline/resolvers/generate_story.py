@@ -10,6 +10,8 @@ import asyncio
 import logging
 import uuid
 
+import asyncpg
+
 from storyline import logs
 from storyline.auth import Principal
 from storyline.domain.errors import IdempotencyConflict, InsufficientCredits, UpstreamFailed
@@ -18,6 +20,7 @@ from storyline.domain.pricing import price
 from storyline.domain.requests import StoryRequest
 from storyline.faults import crash_point
 from storyline.persistence import accounts, projects, reservations
+from storyline.persistence.engine import driver_connection, driver_of
 from storyline.persistence.projects import NewProject, ProjectRecord
 from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
@@ -68,8 +71,7 @@ async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
     crash_point("generate-after-upstream-accepted")
 
     # One statement, atomic on its own: no BEGIN and COMMIT round trips around it.
-    async with services.engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with driver_connection(services.engine) as conn:
         return await projects.confirm_created(conn, project_id=project.id, external_id=external_id)
 
 
@@ -77,6 +79,13 @@ async def _reserve(
     services: Services, principal: Principal, request: StoryRequest
 ) -> tuple[ProjectRecord, bool]:
     """Tx1: the project as PENDING and its charge, or the project this key already made."""
+    if request.idempotency_key is not None:
+        async with services.engine.connect() as conn:
+            existing = await projects.find_by_idempotency_key(
+                conn, user_id=principal.user_id, key=request.idempotency_key
+            )
+        if existing is not None:
+            return _same_request(existing, request), False
     new = NewProject(
         id=uuid.uuid4(),
         user_id=principal.user_id,
@@ -89,28 +98,29 @@ async def _reserve(
         idempotency_key=request.idempotency_key,
         request_fingerprint=request.fingerprint(),
     )
-    async with services.engine.begin() as conn:
-        if request.idempotency_key is not None:
-            existing = await projects.find_by_idempotency_key(
-                conn, user_id=principal.user_id, key=request.idempotency_key
-            )
-            if existing is not None:
-                return _same_request(existing, request), False
+    return await _charge(services, new), True
+
+
+async def _charge(services: Services, new: NewProject) -> ProjectRecord:
+    try:
         try:
-            try:
-                project = await reservations.reserve(conn, project=new)
-            except reservations.NoAccount:
-                # First use: the sign-up grant, then the charge, in the same transaction.
+            async with driver_connection(services.engine) as conn, conn.transaction():
+                return await _reserve_on(conn, new)
+        except reservations.NoAccount:
+            # First use: the account, its sign-up grant and the charge in one transaction.
+            async with services.engine.begin() as conn:
                 await accounts.ensure_account(
-                    conn,
-                    user_id=principal.user_id,
-                    signup_credits=services.settings.signup_credits,
+                    conn, user_id=new.user_id, signup_credits=services.settings.signup_credits
                 )
-                project = await reservations.reserve(conn, project=new)
-        except reservations.BalanceTooLow as low:
-            raise InsufficientCredits(required=new.credits_used, balance=low.balance) from None
-        crash_point("generate-before-charge-commit")
-    return project, True
+                return await _reserve_on(await driver_of(conn), new)
+    except reservations.BalanceTooLow as low:
+        raise InsufficientCredits(required=new.credits_used, balance=low.balance) from None
+
+
+async def _reserve_on(conn: asyncpg.Connection, new: NewProject) -> ProjectRecord:
+    project = await reservations.reserve(conn, project=new)
+    crash_point("generate-before-charge-commit")
+    return project
 
 
 async def _replay(services: Services, principal: Principal, request: StoryRequest) -> ProjectRecord:
