@@ -7,11 +7,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import BigInteger, ColumnElement, cast, func, insert, select, true, update
+import asyncpg
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Text,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storyline.domain.lifecycle import Status
+from storyline.persistence.engine import DriverStatement
 from storyline.persistence.tables import accounts, ledger, projects
 
 # GraphQL's Int is 32-bit; a balance must stay representable.
@@ -59,24 +75,41 @@ async def balance_of(conn: AsyncConnection, *, user_id: str) -> int | None:
     return await conn.scalar(select(accounts.c.balance).where(accounts.c.user_id == user_id))
 
 
+# The credit and its ledger row in one statement, on asyncpg's connection like the rest of a
+# transition (see resolvers/update_status).
+_REFUND = DriverStatement.of(
+    text(
+        """
+        WITH credit AS (
+            UPDATE accounts SET balance = balance + :amount, updated_at = clock_timestamp()
+            WHERE user_id = :user_id
+            RETURNING balance
+        )
+        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id, reason)
+        SELECT :user_id, 'REFUND', :amount, credit.balance, :project_id, :reason FROM credit
+        RETURNING balance_after
+        """
+    ).bindparams(
+        bindparam("user_id", type_=Text),
+        bindparam("amount", type_=Integer),
+        bindparam("project_id", type_=Uuid),
+        bindparam("reason", type_=Text),
+    )
+)
+
+
 async def refund(
-    conn: AsyncConnection, *, user_id: str, project_id: uuid.UUID, amount: int, reason: str
+    conn: asyncpg.Connection, *, user_id: str, project_id: uuid.UUID, amount: int, reason: str
 ) -> None:
     """Return a project's charge. The (project, kind) unique key refuses a second refund.
 
     Never refused for the balance: grants leave room for every charge still held.
     """
-    balance = await _add(conn, user_id=user_id, amount=amount)
-    assert balance is not None, "refunds always fit (see grant)"
-    await _append(
-        conn,
-        user_id=user_id,
-        kind="REFUND",
-        amount=amount,
-        balance_after=balance,
-        project_id=project_id,
-        reason=reason[:500],
+    arguments = _REFUND.arguments(
+        {"user_id": user_id, "amount": amount, "project_id": project_id, "reason": reason[:500]}
     )
+    balance = await conn.fetchval(_REFUND.sql, *arguments)
+    assert balance is not None, "refunds always fit (see grant), and accounts outlive projects"
 
 
 async def grant(conn: AsyncConnection, *, user_id: str, amount: int, reason: str) -> int:

@@ -89,7 +89,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
 
 
 async def driver_of(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under ``conn``: statements on it run in ``conn``'s transaction."""
+    """The asyncpg connection under ``conn``: statements on it run in ``conn``'s transaction
+    once that has begun (SQLAlchemy sends BEGIN with the transaction's first statement)."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None, "a checked-out connection has its driver connection"
     return driver

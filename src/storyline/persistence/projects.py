@@ -54,17 +54,9 @@ class NewProject:
 
 
 async def get(
-    conn: AsyncConnection,
-    *,
-    project_id: uuid.UUID | None = None,
-    external_id: str | None = None,
-    for_update: bool = False,
+    conn: AsyncConnection, *, project_id: uuid.UUID, for_update: bool = False
 ) -> ProjectRecord | None:
-    query = select(projects)
-    if project_id is not None:
-        query = query.where(projects.c.id == project_id)
-    if external_id is not None:
-        query = query.where(projects.c.external_id == external_id)
+    query = select(projects).where(projects.c.id == project_id)
     return await _one(conn, query.with_for_update() if for_update else query)
 
 
@@ -77,34 +69,69 @@ async def find_by_idempotency_key(
     )
 
 
-async def apply_change(
-    conn: AsyncConnection, *, project_id: uuid.UUID, change: Change
-) -> ProjectRecord:
-    values: dict[str, object] = {
-        "status": change.status.value,
-        "progress": change.progress,
-        "stage": change.stage,
-        "last_report_at": func.clock_timestamp(),
-    }
-    if change.status is Status.FAILED:
-        values["error_message"] = change.error_message
-    if change.status is Status.COMPLETED:
-        values["result_url"] = change.result_url
-    row = (
-        await conn.execute(
-            update(projects).where(projects.c.id == project_id).values(values).returning(projects)
-        )
-    ).one()
-    return ProjectRecord(**row._mapping)
-
-
-async def mark_reported(conn: AsyncConnection, *, project_id: uuid.UUID) -> None:
-    """The pipeline spoke: a sign of life for the sweeper, not a change (same version)."""
-    await conn.execute(
-        update(projects)
-        .where(projects.c.id == project_id)
-        .values(last_report_at=func.clock_timestamp())
+# updateStatus's statements, on asyncpg's connection (see persistence.engine.driver_connection):
+# the pipeline reports progress many times a second, and these are its database work.
+_LOCK = {
+    key: DriverStatement.of(
+        select(projects).where(projects.c[key] == bindparam(key)).with_for_update()
     )
+    for key in ("id", "external_id")
+}
+# A change sets the error message only on the move into FAILED, the result only into COMPLETED.
+_APPLY = {
+    extra: DriverStatement.of(
+        update(projects)
+        .where(projects.c.id == bindparam("project_id"))
+        .values(
+            status=bindparam("new_status"),
+            progress=bindparam("new_progress"),
+            stage=bindparam("new_stage"),
+            last_report_at=func.clock_timestamp(),
+            **({extra: bindparam(f"new_{extra}")} if extra else {}),
+        )
+        .returning(*projects.c)
+    )
+    for extra in ("", "error_message", "result_url")
+}
+_MARK_REPORTED = DriverStatement.of(
+    update(projects)
+    .where(projects.c.id == bindparam("project_id"))
+    .values(last_report_at=func.clock_timestamp())
+)
+
+
+async def lock(
+    conn: asyncpg.Connection, *, project_id: uuid.UUID | None, external_id: str | None
+) -> ProjectRecord | None:
+    """The project named by exactly one of the two ids, locked FOR UPDATE."""
+    if (project_id is None) == (external_id is None):
+        raise ValueError("name the project by exactly one id")
+    key, value = ("id", project_id) if project_id is not None else ("external_id", external_id)
+    statement = _LOCK[key]
+    row = await conn.fetchrow(statement.sql, *statement.arguments({key: value}))
+    return None if row is None else ProjectRecord(**dict(row.items()))
+
+
+async def apply_change(
+    conn: asyncpg.Connection, *, project_id: uuid.UUID, change: Change
+) -> ProjectRecord:
+    extra = {Status.FAILED: "error_message", Status.COMPLETED: "result_url"}.get(change.status, "")
+    values: dict[str, object] = {
+        "project_id": project_id,
+        "new_status": change.status.value,
+        "new_progress": change.progress,
+        "new_stage": change.stage,
+        "new_error_message": change.error_message,
+        "new_result_url": change.result_url,
+    }
+    statement = _APPLY[extra]
+    row = await conn.fetchrow(statement.sql, *statement.arguments(values))
+    return ProjectRecord(**dict(row.items()))
+
+
+async def mark_reported(conn: asyncpg.Connection, *, project_id: uuid.UUID) -> None:
+    """The pipeline spoke: a sign of life for the sweeper, not a change (same version)."""
+    await conn.execute(_MARK_REPORTED.sql, *_MARK_REPORTED.arguments({"project_id": project_id}))
 
 
 _CONFIRM_CREATED = DriverStatement.of(

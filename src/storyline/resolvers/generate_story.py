@@ -147,7 +147,8 @@ async def _fail(services: Services, project: ProjectRecord, reason: str) -> Proj
         assert locked is not None
         if Status(locked.status).terminal:
             return locked
-        failed = await transition(conn, locked, Report(Status.FAILED, error_message=message))
+        report = Report(Status.FAILED, error_message=message)
+        failed = await transition(await driver_of(conn), locked, report)
     services.metrics.refunded.inc(refunded(locked, failed))
     log.warning("video service refused project %s (%s); refunded", project.id, reason)
     raise UpstreamFailed(str(project.id), reason)

@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, func, select
 
 from storyline import logs
 from storyline.domain.lifecycle import Report, Status
+from storyline.persistence.engine import driver_of
 from storyline.persistence.projects import ProjectRecord
 from storyline.persistence.tables import projects as projects_table
 from storyline.resolvers.update_status import refunded, transition
@@ -133,7 +134,7 @@ async def _apply(
         if row is None:
             return False
         current = ProjectRecord(**row._mapping)
-        updated = await transition(conn, current, report)
+        updated = await transition(await driver_of(conn), current, report)
     services.metrics.refunded.inc(refunded(current, updated))
     log.warning(
         "sweeper moved project %s from %s to %s", project_id, expected.value, updated.status

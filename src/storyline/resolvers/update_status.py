@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from storyline import logs
 from storyline.domain import lifecycle
 from storyline.domain.errors import NotFound
 from storyline.domain.requests import StatusReport
 from storyline.persistence import accounts, projects
+from storyline.persistence.engine import driver_connection
 from storyline.persistence.projects import ProjectRecord
 from storyline.services import Services
 
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 
 async def update_status(services: Services, report: StatusReport) -> ProjectRecord:
     """The caller has been checked to hold the pipeline (or admin) role."""
-    async with services.engine.begin() as conn:
-        project = await projects.get(
-            conn, project_id=report.project_id, external_id=report.external_id, for_update=True
+    async with driver_connection(services.engine) as conn, conn.transaction():
+        project = await projects.lock(
+            conn, project_id=report.project_id, external_id=report.external_id
         )
         if project is None:
             raise NotFound
@@ -40,9 +41,12 @@ def refunded(before: ProjectRecord, after: ProjectRecord) -> int:
 
 
 async def transition(
-    conn: AsyncConnection, project: ProjectRecord, report: lifecycle.Report
+    conn: asyncpg.Connection, project: ProjectRecord, report: lifecycle.Report
 ) -> ProjectRecord:
     """Apply a report to a row locked FOR UPDATE; refunds in the move into FAILED.
+
+    On asyncpg's connection, in the caller's transaction (a SQLAlchemy caller passes
+    ``persistence.engine.driver_of(conn)``, once its transaction has begun).
 
     Raises InvalidTransition; returns the row unchanged when the report changes nothing.
     """
