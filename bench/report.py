@@ -182,6 +182,10 @@ def write_report(document: dict[str, Any], out: Path) -> None:
                 ["Kernel", str(machine.get("kernel"))],
                 ["Python", str(machine.get("python"))],
                 [
+                    "Python speed (10M-addition loop, best of 3)",
+                    f"{machine['python_loop_s']} s" if "python_loop_s" in machine else DASH,
+                ],
+                [
                     "PostgreSQL",
                     f"{machine.get('postgres')} (pgserver, unix socket, started by the bench)",
                 ],
@@ -649,6 +653,7 @@ make bench                                   # the full run (about 11 minutes), 
 .venv/bin/python -m bench --scenarios hot --systems storyline,postgraphile --runs 1 --out /tmp/b
 .venv/bin/python -m bench --report-only bench/.cache/results/LATEST.json   # re-render the page
 .venv/bin/python -m bench --help             # every size: watchers, rates, durations, processes
+.venv/bin/python -m bench.statements         # generateStory's SQL: SQLAlchemy vs driver vs asyncpg
 ```
 
 Needs Python (the venv) and, for the PostGraphile baseline, Node.js with npm (PostGraphile is
