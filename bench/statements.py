@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import uvloop
@@ -62,33 +61,17 @@ def new_project() -> NewProject:
     )
 
 
-def values(project: NewProject) -> dict[str, Any]:
-    return {
-        "id": project.id,
-        "user_id": project.user_id,
-        "status": "PENDING",
-        "cost": project.credits_used,
-        "prompt": project.prompt,
-        "quality": project.quality,
-        "aspect_ratio": project.aspect_ratio,
-        "image_model": project.image_model,
-        "seed": project.seed,
-        "idempotency_key": project.idempotency_key,
-        "request_fingerprint": project.request_fingerprint,
-    }
-
-
 def sqlalchemy_way(engine: AsyncEngine) -> tuple[Call, Confirm]:
     async def tx1() -> uuid.UUID:
         project = new_project()
         async with engine.begin() as conn:
-            (await conn.execute(reservations.RESERVE, values(project))).one()
+            (await conn.execute(reservations.RESERVE, reservations.parameters(project))).one()
         return project.id
 
     async def confirm(project_id: uuid.UUID) -> None:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            (await conn.execute(CONFIRM, {"id": project_id, "external_id": "x"})).one()
+            (await conn.execute(CONFIRM, {"id": project_id, "external_id": str(project_id)})).one()
 
     return tx1, confirm
 
@@ -102,7 +85,7 @@ def driver_way(engine: AsyncEngine) -> tuple[Call, Confirm]:
 
     async def confirm(project_id: uuid.UUID) -> None:
         async with driver_connection(engine) as conn:
-            await projects.confirm_created(conn, project_id=project_id, external_id="x")
+            await projects.confirm_created(conn, project_id=project_id, external_id=str(project_id))
 
     return tx1, confirm
 
@@ -111,11 +94,11 @@ def asyncpg_way(pool: asyncpg.Pool) -> tuple[Call, Confirm]:
     async def tx1() -> uuid.UUID:
         project = new_project()
         async with pool.acquire() as conn, conn.transaction():
-            await conn.fetchrow(TX1.sql, *TX1.arguments(values(project)))
+            await conn.fetchrow(TX1.sql, *TX1.arguments(reservations.parameters(project)))
         return project.id
 
     async def confirm(project_id: uuid.UUID) -> None:
-        arguments = CONFIRM_SQL.arguments({"id": project_id, "external_id": "x"})
+        arguments = CONFIRM_SQL.arguments({"id": project_id, "external_id": str(project_id)})
         async with pool.acquire() as conn:
             await conn.fetchrow(CONFIRM_SQL.sql, *arguments)
 

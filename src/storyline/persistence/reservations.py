@@ -73,27 +73,27 @@ RESERVE = text(
 _RESERVE = DriverStatement.of(RESERVE)
 
 
+def parameters(project: NewProject) -> dict[str, object]:
+    """RESERVE's parameters for ``project``."""
+    return {
+        "id": project.id,
+        "user_id": project.user_id,
+        "status": Status.PENDING.value,
+        "cost": project.credits_used,
+        "prompt": project.prompt,
+        "quality": project.quality,
+        "aspect_ratio": project.aspect_ratio,
+        "image_model": project.image_model,
+        "seed": project.seed,
+        "idempotency_key": project.idempotency_key,
+        "request_fingerprint": project.request_fingerprint,
+    }
+
+
 async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRecord:
     """Insert ``project`` as PENDING and charge its ``credits_used``, or raise NoAccount,
     KeyTaken or BalanceTooLow (with the balance seen)."""
-    row = await conn.fetchrow(
-        _RESERVE.sql,
-        *_RESERVE.arguments(
-            {
-                "id": project.id,
-                "user_id": project.user_id,
-                "status": Status.PENDING.value,
-                "cost": project.credits_used,
-                "prompt": project.prompt,
-                "quality": project.quality,
-                "aspect_ratio": project.aspect_ratio,
-                "image_model": project.image_model,
-                "seed": project.seed,
-                "idempotency_key": project.idempotency_key,
-                "request_fingerprint": project.request_fingerprint,
-            }
-        ),
-    )
+    row = await conn.fetchrow(_RESERVE.sql, *_RESERVE.arguments(parameters(project)))
     if row["balance_before"] is None:
         raise NoAccount
     if row["id"] is None:
