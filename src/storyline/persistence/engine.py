@@ -73,11 +73,12 @@ class DriverStatement:
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A connection from the engine's pool, as asyncpg's own connection.
 
-    generateStory runs on it: its two statements are all of its database work, and through
-    SQLAlchemy's execution layer (greenlet hand-offs, result processing) they cost the API
-    process about twice the CPU they cost through asyncpg alone. The pool, its pre-ping and
-    its limits stay SQLAlchemy's. A connection that asyncpg found closed is
-    invalidated, so that the pool does not hand it out again.
+    generateStory and updateStatus run on it, the two mutations clients send at rate: through
+    SQLAlchemy's execution layer (greenlet hand-offs, result processing) their statements
+    cost the API process about twice the CPU they cost through asyncpg alone (measured by
+    ``python -m bench.statements``). The pool, its pre-ping and its limits stay SQLAlchemy's.
+    A connection that asyncpg found closed is invalidated, so that the pool does not hand it
+    out again.
     """
     async with engine.connect() as conn:
         driver = await driver_of(conn)
