@@ -170,7 +170,6 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
         arguments = {
             "id": project_id,
             "user_id": user_id,
-            "status": "PENDING",
             "cost": cost,
             "prompt": prompt,
             "quality": quality,

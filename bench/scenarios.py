@@ -529,12 +529,8 @@ class Bench:
             command |= {"via": "graphql", "port": server.port, "token": self.pipeline_token}
         else:
             command |= {"via": "sql", "dsn": self.postgres.url(DATABASES[system])}
-        driver = await Child(
-            "driver", [PYTHON, "-m", "bench.driver"], log=self.logs / "driver.log", pipes=True
-        ).start()
+        driver = await self.start_driver(command)
         try:
-            started = await driver.call(command)
-            assert started.get("event") == "measuring", started
             pids = self.server_pids(server)
             db_before, server_before = cpu_of(self.postgres.pids()), cpu_of(pids)
             wall_start = time.monotonic()
@@ -762,6 +758,19 @@ class Bench:
                 + (f"  errors {row['error_count']}: {row['errors'][:1]}" if row["errors"] else "")
             )
 
+    async def start_driver(self, command: dict[str, Any]) -> Child:
+        """A driver process given ``command``, once it says it is measuring."""
+        driver = await Child(
+            "driver", [PYTHON, "-m", "bench.driver"], log=self.logs / "driver.log", pipes=True
+        ).start()
+        try:
+            started = await driver.call(command)
+            assert started.get("event") == "measuring", started
+        except BaseException:
+            await driver.stop()
+            raise
+        return driver
+
     async def drive_generate(
         self, server: Server, *, profiling: bool = False
     ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -784,12 +793,8 @@ class Bench:
             "warmup": sizes.generate_warmup,
             "body": GENERATE_BODY,
         }
-        driver = await Child(
-            "driver", [PYTHON, "-m", "bench.driver"], log=self.logs / "driver.log", pipes=True
-        ).start()
+        driver = await self.start_driver(command)
         try:
-            started = await driver.call(command)
-            assert started.get("event") == "measuring", started
             if profiling:
                 assert server.child is not None
                 server.child.signal(signal.SIGUSR1)

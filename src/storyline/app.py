@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -156,11 +155,6 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 metrics=metrics,
                 background=background,
             )
-            # What start-up built (schema, statements, modules) lives as long as the process:
-            # out of the collector's way, so that full collections stay short under load.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(20_000, 20, 20)
             sweeper = asyncio.create_task(
                 run_sweeper(app.state.services, interval=settings.sweep_interval),
                 name="storyline-sweeper",

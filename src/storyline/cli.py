@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -89,9 +90,17 @@ def app_from_environment() -> Starlette:
     from storyline.app import create_app
 
     settings = Settings()
-    return create_app(
+    app = create_app(
         settings, database_url=database_url(settings), self_url=os.environ[SELF_URL_VARIABLE]
     )
+    # A process-wide policy, so here rather than in create_app (tests build many apps in
+    # one process): what start-up built (modules, schema, statements) lives as long as the
+    # process; out of the collector's way, and with collections rarer, full collections stay
+    # short under load (generateStory p99 285-310 ms from 343-434 ms in the bench).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    return app
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:

@@ -20,7 +20,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -148,15 +147,12 @@ async def _add(
     *,
     user_id: str,
     amount: int,
-    ceiling: int | ColumnElement[int] | None = None,
+    ceiling: ColumnElement[int],
 ) -> int | None:
-    """Credit ``amount``: the new balance, or None when it would pass ``ceiling`` (no
-    ceiling: the credit always fits). Charges are taken by persistence.reservations."""
-    if ceiling is None:
-        guard: ColumnElement[bool] = true()
-    else:
-        # In bigint: the sum may pass int4's range, which is what is being refused.
-        guard = cast(accounts.c.balance, BigInteger) + amount <= ceiling
+    """Credit ``amount``: the new balance, or None when it would pass ``ceiling``.
+    (Charges are taken by persistence.reservations, refunds by REFUND above.)"""
+    # In bigint: the sum may pass int4's range, which is what is being refused.
+    guard = cast(accounts.c.balance, BigInteger) + amount <= ceiling
     balance: int | None = await conn.scalar(
         update(accounts)
         .where(accounts.c.user_id == user_id, guard)

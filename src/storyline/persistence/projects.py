@@ -39,6 +39,14 @@ class ProjectRecord:
     last_report_at: datetime | None
 
 
+PROJECT_FIELDS = tuple(ProjectRecord.__slots__)
+
+
+def record_of(row: asyncpg.Record) -> ProjectRecord:
+    """The project in an asyncpg row (which may carry more columns than the project's)."""
+    return ProjectRecord(**{name: row[name] for name in PROJECT_FIELDS})
+
+
 @dataclass(frozen=True, slots=True)
 class NewProject:
     id: uuid.UUID
@@ -109,7 +117,7 @@ async def lock(
     key, value = ("id", project_id) if project_id is not None else ("external_id", external_id)
     statement = _LOCK[key]
     row = await conn.fetchrow(statement.sql, *statement.arguments({key: value}))
-    return None if row is None else ProjectRecord(**dict(row.items()))
+    return None if row is None else record_of(row)
 
 
 async def apply_change(
@@ -126,7 +134,7 @@ async def apply_change(
     }
     statement = _APPLY[extra]
     row = await conn.fetchrow(statement.sql, *statement.arguments(values))
-    return ProjectRecord(**dict(row.items()))
+    return record_of(row)
 
 
 async def mark_reported(conn: asyncpg.Connection, *, project_id: uuid.UUID) -> None:
@@ -157,7 +165,7 @@ async def confirm_created(
     second statement."""
     parameters = {"project_id": project_id, "new_external_id": external_id}
     row = await conn.fetchrow(_CONFIRM_CREATED.sql, *_CONFIRM_CREATED.arguments(parameters))
-    return ProjectRecord(**dict(row.items()))
+    return record_of(row)
 
 
 async def page(

@@ -10,14 +10,10 @@ writes nothing.
 from __future__ import annotations
 
 import asyncpg
-from sqlalchemy import Integer, text
+from sqlalchemy import text
 
-from storyline.domain.lifecycle import Status
 from storyline.persistence.engine import DriverStatement
-from storyline.persistence.projects import NewProject, ProjectRecord
-from storyline.persistence.tables import projects
-
-PROJECT_FIELDS = tuple(ProjectRecord.__slots__)
+from storyline.persistence.projects import NewProject, ProjectRecord, record_of
 
 
 class NoAccount(Exception):
@@ -45,7 +41,7 @@ RESERVE = text(
     WITH project AS (
         INSERT INTO projects (id, user_id, status, credits_used, prompt, quality, aspect_ratio,
                               image_model, seed, idempotency_key, request_fingerprint)
-        SELECT CAST(:id AS uuid), CAST(:user_id AS text), CAST(:status AS text),
+        SELECT CAST(:id AS uuid), CAST(:user_id AS text), 'PENDING',
                CAST(:cost AS integer), CAST(:prompt AS text), CAST(:quality AS text),
                CAST(:aspect_ratio AS text), CAST(:image_model AS text), CAST(:seed AS bigint),
                CAST(:idempotency_key AS text), CAST(:request_fingerprint AS text)
@@ -65,8 +61,6 @@ RESERVE = text(
            (SELECT balance FROM accounts WHERE user_id = :user_id) AS balance_before
     FROM (VALUES (1)) AS one (x) LEFT JOIN project ON true LEFT JOIN debit ON true
     """
-).columns(  # by name: result types for the project's columns and the two balances
-    **{c.name: c.type for c in projects.c}, balance_after=Integer, balance_before=Integer
 )
 
 
@@ -78,7 +72,6 @@ def parameters(project: NewProject) -> dict[str, object]:
     return {
         "id": project.id,
         "user_id": project.user_id,
-        "status": Status.PENDING.value,
         "cost": project.credits_used,
         "prompt": project.prompt,
         "quality": project.quality,
@@ -100,4 +93,4 @@ async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRe
         raise KeyTaken
     if row["balance_after"] is None:
         raise BalanceTooLow(row["balance_before"])
-    return ProjectRecord(**{name: row[name] for name in PROJECT_FIELDS})
+    return record_of(row)
