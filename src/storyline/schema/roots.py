@@ -32,6 +32,7 @@ from storyline.resolvers.update_status import update_status
 from storyline.schema.context import Info
 from storyline.schema.enums import Quality, Status
 from storyline.schema.errors import ClientErrors, is_unexpected
+from storyline.schema.execution import AcyclicExecutionContext
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
 from storyline.schema.observed import OperationMetrics
 from storyline.schema.types import (
@@ -155,5 +156,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if not settings.introspection:
         extensions.append(DisableIntrospection)
     return StorylineSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=AcyclicExecutionContext,
     )
