@@ -21,6 +21,7 @@ from storyline.app import create_app
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.services import Services
+from storyline.websocket import uvicorn_options
 
 JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -39,11 +40,14 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
+async def serving(
+    app: ASGIApp, sock: socket.socket | None = None, **options: Any
+) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop; yields its base URL."""
     sock = sock or free_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_per_message_deflate=False)
+    options = {"ws_per_message_deflate": False, **options}
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -66,7 +70,8 @@ async def storyline(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
     sock = free_socket()
     self_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = create_app(settings, database_url=database_url, self_url=self_url)
-    async with serving(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+    served = serving(app, sock, **uvicorn_options(settings))
+    async with served as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield Api(http, app)
 
 

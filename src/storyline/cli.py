@@ -18,6 +18,7 @@ from storyline import logs
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.faults import warn_if_armed
+from storyline.websocket import uvicorn_options
 
 # Set by ``serve`` for its worker processes, which build the app from the environment.
 SELF_URL_VARIABLE = "STORYLINE_SELF_URL"
@@ -136,8 +137,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
-        ws_per_message_deflate=False,
-        ws_max_size=settings.max_body_bytes,  # a WebSocket message is held to the body limit
+        **uvicorn_options(settings),
         log_config=None,  # keep the structured logging configured above
         proxy_headers=False,
     )

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     max_query_aliases: int = Field(default=30, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # WebSocket keep-alive: a ping every interval (0: none); no pong within the timeout
+    # closes the connection, and with it a vanished client's subscriptions.
+    ws_ping_interval: float = Field(default=20.0, ge=0)
+    ws_ping_timeout: float = Field(default=20.0, gt=0)
+
     # Production switches: a closed API explores nothing and answers no foreign origin.
     introspection: bool = True
     graphiql: bool = True
