@@ -512,7 +512,9 @@ def hot_section(results: Results, sizes: dict[str, Any], has_plot: bool) -> str:
 def wide_section(results: Results, sizes: dict[str, Any]) -> str:
     parts = [
         f"{sizes['wide_rate']:g} updates/s for {sizes['wide_seconds']:g} s, spread over the "
-        "projects in a shuffled order; each watcher is its project's owner (a user token).\n\n",
+        "projects in a shuffled order; each watcher is its project's owner (a user token). "
+        f"Measured after {sizes.get('wide_warmup', 0):g} s of the same updates, sent and "
+        "delivered but not counted: the steady state, not the set-up of the subscriptions.\n\n",
         table(FANOUT_HEADER, fanout_rows(results, "wide")),
     ]
     ratio_rows = []
