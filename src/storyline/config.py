@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     processing_timeout: float = Field(default=7200.0, gt=0)
     sweep_interval: float = Field(default=15.0, gt=0)
 
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_size: int = Field(default=20, ge=1, le=200)
 
     # Limits on what one request or connection may ask for.
     max_subscriptions_per_connection: int = Field(default=50, ge=1, le=1000)
