@@ -102,7 +102,7 @@ class Sizes:
     hot_capacity_seconds: float = 4.0
     wide_watchers: int = 5000
     wide_rate: float = 250.0
-    wide_seconds: float = 6.0
+    wide_seconds: float = 20.0  # a whole keep-alive interval: its pings fall inside
     memory_subscriptions: int = 5000
     generate_concurrency: int = 32
     generate_seconds: float = 8.0
