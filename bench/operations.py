@@ -10,7 +10,7 @@ send: no HTTP parsing, no sockets), and prints per call:
   round, then one collection): what reference counting did not free, and what makes the
   collector's pauses, which stall every request and live event behind them.
 
-``--profile FILE`` also writes cProfile's tables of the measured calls.
+``--profile FILE`` also writes cProfile's tables of the measured calls (and FILE.pstats).
 Run: ``python -m bench.operations [--operation update|generate] [--calls N] [--rounds R]``.
 The numbers compare code changes with each other, not with the scenarios.
 """
@@ -169,6 +169,7 @@ async def measure(
             stats = pstats.Stats(profiler, stream=out)
             stats.sort_stats("tottime").print_stats(60)
             stats.sort_stats("cumulative").print_stats(80)
+        profiler.dump_stats(str(args.profile) + ".pstats")
 
 
 async def run(url: str, work: Path, args: argparse.Namespace) -> None:
