@@ -1,8 +1,10 @@
-"""The engine against a URL with an application_name, and its pool against connections
-PostgreSQL has ended (every backend of the API, killed with pg_terminate_backend)."""
+"""The engine against a URL with an application_name, its pool against connections
+PostgreSQL has ended (every backend of the API, killed with pg_terminate_backend), and the
+bound on the connections an instance holds."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,13 +16,18 @@ from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user, storyline
 
 
+def named_url(database_url: str) -> tuple[str, str]:
+    """A URL whose connections carry an application_name of their own, and the name."""
+    name = f"storyline-engine-{uuid.uuid4().hex[:12]}"
+    return f"{database_url}{'&' if '?' in database_url else '?'}application_name={name}", name
+
+
 @pytest.fixture
 async def named(
     database_url: str, fake_upstream: tuple[FakeVideoService, str]
 ) -> AsyncIterator[tuple[Api, str]]:
     """An instance whose connections carry an application_name of their own."""
-    name = f"storyline-engine-{uuid.uuid4().hex[:12]}"
-    url = f"{database_url}{'&' if '?' in database_url else '?'}application_name={name}"
+    url, name = named_url(database_url)
     async with storyline(
         url, upstream_url=fake_upstream[1], upstream_token="upstream-secret-token"
     ) as api:
@@ -57,3 +64,37 @@ async def test_pooled_connections_killed_by_the_server_are_replaced_unseen(
     assert sorted(state.projects) == sorted(
         [(first["id"], "PROCESSING"), (second["id"], "PROCESSING")]
     )
+
+
+async def test_an_instance_holds_at_most_its_pool_size_of_connections_and_keeps_them(
+    database_url: str, fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    url, name = named_url(database_url)
+    control = await asyncpg.connect(database_url)
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+    async with storyline(url, upstream_url=fake_upstream[1], db_pool_size=3) as api:
+        project = (await api.generate(new_user(), quality="SD"))["data"]["generateStory"]
+        most = 0
+        burst_over = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal most
+            while not burst_over.is_set():
+                most = max(most, await control.fetchval(count, name))
+
+        sampler = asyncio.create_task(sample())
+        # Reports on one project queue on its row lock, each holding a connection meanwhile:
+        # far more want one than the pool has.
+        bodies = await asyncio.gather(
+            *(
+                api.report(projectId=project["id"], status="PROCESSING", progress=n)
+                for n in range(24)
+            )
+        )
+        burst_over.set()
+        await sampler
+        after = await control.fetchval(count, name)
+    await control.close()
+    assert all("errors" not in body for body in bodies), bodies
+    assert most == 3 + 1, most  # the pool, and the listener's connection
+    assert after == 3 + 1, after  # the burst's connections stay open for the next one
