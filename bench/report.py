@@ -650,12 +650,14 @@ def profile_section(path: Path, during: str, scenario: str) -> str:
 
 
 RUNNING = """```sh
-make bench                                   # the full run (about 11 minutes), rewrites docs/
+make bench                                   # the full run (25 minutes or so here), rewrites docs/
 .venv/bin/python -m bench --quick            # small sizes, one run; report in bench/.cache/quick/
 .venv/bin/python -m bench --scenarios hot --systems storyline,postgraphile --runs 1 --out /tmp/b
 .venv/bin/python -m bench --report-only bench/.cache/results/LATEST.json   # re-render the page
 .venv/bin/python -m bench --help             # every size: watchers, rates, durations, processes
 .venv/bin/python -m bench.statements         # generateStory's SQL: SQLAlchemy vs driver vs asyncpg
+.venv/bin/python -m bench.operations         # one mutation in process: CPU per call, and what
+                                             # it leaves to the cycle collector (--operation)
 ```
 
 Needs Python (the venv) and, for the PostGraphile baseline, Node.js with npm (PostGraphile is
