@@ -59,6 +59,25 @@ def test_fingerprint_ignores_the_key_and_sees_every_input() -> None:
         assert story(**change).fingerprint() != base.fingerprint()
 
 
+def test_fingerprint_is_stable_across_releases() -> None:
+    """Rows keep the fingerprint their request had: a replay after an upgrade must match."""
+    first = StoryRequest(
+        "A lighthouse keeper adopts a seal",
+        Quality.HD,
+        AspectRatio.LANDSCAPE_16_9,
+        "comfyui/flux",
+        7,
+        "k",
+    )
+    second = StoryRequest('Ünïcode "quotes"', Quality.SD, AspectRatio.SQUARE_1_1, "x", None, None)
+    assert first.fingerprint() == (
+        "4e0dba4083e4f95092fd8655b8bd8f8b2444d86b03d2c742e44d554b339a8506"
+    )
+    assert second.fingerprint() == (
+        "3270bdc751e54165e9f03a8f9c07a3533ae2a699c3545cbb737db46da790609b"
+    )
+
+
 def report(**overrides: Any) -> StatusReport:
     fields: dict[str, Any] = {
         "project_id": "7f1c1b8e-25a3-4a55-9a8e-0f3f3a8f7c11",

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from storyline.domain.errors import BadUserInput
@@ -65,10 +65,15 @@ class StoryRequest:
 
     def fingerprint(self) -> str:
         """Identifies the input an idempotency key was first used with."""
-        fields = asdict(self)
-        del fields["idempotency_key"]
-        fields["quality"] = self.quality.value
-        fields["aspect_ratio"] = self.aspect_ratio.value
+        # Stored with every project, so it must not change: the same keys as ever (the
+        # fields but the key), written out rather than by dataclasses.asdict, which deep-copies.
+        fields = {
+            "prompt": self.prompt,
+            "quality": self.quality.value,
+            "aspect_ratio": self.aspect_ratio.value,
+            "image_model": self.image_model,
+            "seed": self.seed,
+        }
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
