@@ -6,33 +6,35 @@ operation's executor, with its context, variables and collected fields (about 40
 containers), was therefore freed only by the cycle collector, never by reference counting.
 At a few hundred operations a second that garbage is what filled the youngest generation,
 and each collection of it stopped the event loop (and every live event behind it) for
-milliseconds. Once the operation's result is ready nothing asks for the helpers again, so
-the executor drops them, and the whole operation is freed as soon as it is answered.
+milliseconds. Here the helpers reach their executor through a weak reference: the same
+helpers for resolvers, and the whole operation is freed as soon as nothing runs for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import weakref
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from graphql import ExecutionResult
+from graphql import GraphQLResolveInfoHelpers
+from graphql.pyutils import gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 
+def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
+    return gather_with_cancel(*values)  # what Executor.gather_async_work does
+
+
 class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    def execute_operation(self, serially: bool | None = None) -> Any:
-        result = super().execute_operation(serially)
-        if self.is_awaitable(result):
-            return self._released_after(result)
-        self._release(result)
-        return result
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        executor = weakref.ref(self)
 
-    async def _released_after(self, pending: Awaitable[Any]) -> Any:
-        result = await pending
-        self._release(result)
-        return result
+        def track(values: Sequence[Any]) -> None:
+            # Work still running for the operation holds its executor (the frames that
+            # complete fields refer to it), so it is there whenever a resolver asks.
+            alive = executor()
+            if alive is not None:
+                alive.track_async_work(values)
 
-    def _release(self, result: object) -> None:
-        # Incremental delivery (@defer, @stream) keeps executing after the first result.
-        if isinstance(result, ExecutionResult):
-            del self.async_helpers
+        self.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=track)
