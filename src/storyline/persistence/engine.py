@@ -84,7 +84,9 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     ``python -m bench.statements``). The pool, its pre-ping and its limits stay SQLAlchemy's;
     the connection is taken from the pool itself, without a SQLAlchemy Connection around it
     (one greenlet hand-off each way, where engine.connect() took three). A connection that
-    asyncpg found closed is invalidated, so that the pool does not hand it out again.
+    asyncpg found closed, or left inside a transaction (a ROLLBACK cut short by a second
+    cancellation; the pool's reset on return knows only SQLAlchemy's own transactions), is
+    invalidated, so that the pool does not hand it out again.
     """
     pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
     try:
@@ -92,7 +94,8 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
         assert driver is not None, "a checked-out connection has its driver connection"
         yield driver
     finally:
-        if pooled.driver_connection is None or pooled.driver_connection.is_closed():
+        driver = pooled.driver_connection
+        if driver is None or driver.is_closed() or driver.is_in_transaction():
             await greenlet_spawn(pooled.invalidate)
         await greenlet_spawn(pooled.close)
 
