@@ -21,9 +21,11 @@ SLACK = 0.3  # scheduling on a busy two-core machine
 
 
 class RawSocket:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: float
+    ) -> None:
         self.reader, self.writer = reader, writer
-        self.opened = asyncio.get_running_loop().time()
+        self.opened = opened  # before the upgrade request: the server's timers start later
 
     async def frame(self) -> tuple[int, bytes, float]:
         """The next frame from the server: opcode, payload, seconds since the upgrade."""
@@ -46,6 +48,7 @@ async def raw_websocket(url: str) -> AsyncIterator[RawSocket]:
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     key = base64.b64encode(os.urandom(16)).decode()
+    opened = asyncio.get_running_loop().time()
     writer.write(
         (
             f"GET /graphql HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
@@ -56,7 +59,7 @@ async def raw_websocket(url: str) -> AsyncIterator[RawSocket]:
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
     try:
-        yield RawSocket(reader, writer)
+        yield RawSocket(reader, writer, opened)
     finally:
         writer.close()
 
@@ -78,8 +81,8 @@ async def test_connections_opened_together_are_pinged_apart_and_keep_being_pinge
         times = await asyncio.gather(*(pings() for _ in range(20)))
     firsts = sorted(first for first, _ in times)
     # Each first ping comes between half and the whole interval after the connection opened,
-    assert firsts[0] >= INTERVAL / 2 - 0.05, firsts
-    assert firsts[-1] <= INTERVAL + SLACK, firsts
+    assert firsts[0] >= INTERVAL / 2, firsts
+    assert firsts[-1] <= INTERVAL + SLACK, firsts  # and the handshakes' own delay
     # at its own moment: opened together, pinged apart (uvicorn's own pings all at 1.0 s).
     assert firsts[-1] - firsts[0] >= 0.15, firsts
     for first, second in times:
@@ -96,4 +99,4 @@ async def test_a_client_that_stops_answering_pings_is_disconnected(database_url:
         opcode, payload, closed = await asyncio.wait_for(ws.frame(), timeout=5)
         assert opcode == CLOSE
         assert int.from_bytes(payload[:2]) == 1011  # keepalive ping timeout
-        assert closed - pinged >= 0.5 - 0.05
+        assert closed - pinged >= 0.5 - 0.05  # both read late or early alike
