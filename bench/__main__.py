@@ -75,7 +75,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wide-watchers", type=int)
     parser.add_argument("--wide-rate", type=float)
     parser.add_argument("--wide-seconds", type=float)
-    parser.add_argument("--wide-warmup", type=float)
     parser.add_argument("--memory-subscriptions", type=int)
     parser.add_argument("--generate-concurrency", type=int)
     parser.add_argument("--generate-seconds", type=float)
@@ -100,7 +99,6 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "wide_watchers": args.wide_watchers,
         "wide_rate": args.wide_rate,
         "wide_seconds": args.wide_seconds,
-        "wide_warmup": args.wide_warmup,
         "memory_subscriptions": args.memory_subscriptions,
         "generate_concurrency": args.generate_concurrency,
         "generate_seconds": args.generate_seconds,
