@@ -32,8 +32,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from storyline.config import Settings
 from storyline.persistence.engine import DriverStatement
 from storyline.persistence.reservations import RESERVE
+from storyline.websocket import uvicorn_options
 
 CHANNEL = "storyline_project"
 PRICES = {"SD": 40, "HD": 60, "FULL_HD": 80}
@@ -254,14 +256,14 @@ def main() -> None:
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     app = create_app(args.database_url, args.jwt_secret, args.upstream_url)
-    # The same settings as ``storyline serve``.
+    # The same settings as ``storyline serve`` (its defaults: no STORYLINE_* is read here).
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
         log_level=args.log_level,
-        ws_per_message_deflate=False,
         proxy_headers=False,
+        **uvicorn_options(Settings.model_construct()),
     )
 
 
