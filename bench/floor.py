@@ -181,10 +181,9 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
             "idempotency_key": None,
             "request_fingerprint": fingerprint,
         }
-        values = TX1.arguments(arguments)
         pool = state["pool"]
         async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(TX1.sql, *values)
+            row = await TX1.fetchrow(conn, arguments)
             if row["balance_before"] is None:  # first use: the account, then the charge
                 await conn.execute(
                     "INSERT INTO accounts (user_id, balance) VALUES ($1, $2)",
@@ -197,7 +196,7 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
                     user_id,
                     SIGNUP_CREDITS,
                 )
-                row = await conn.fetchrow(TX1.sql, *values)
+                row = await TX1.fetchrow(conn, arguments)
             if row["balance_after"] is None:
                 raise RuntimeError("insufficient credits")
         async with state["upstream"].post(

@@ -10,8 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -270,3 +272,17 @@ class Postgres:
     def cleanup(self) -> None:
         with contextlib.suppress(Exception):
             self.server.cleanup()
+
+
+def on_scratch_database(name: str, main: Callable[[str, Path], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(url, work)`` under uvloop on a database of its own (Storyline's migrations)
+    in a PostgreSQL of its own, in a working directory removed afterwards."""
+    import uvloop
+
+    with tempfile.TemporaryDirectory(prefix=f"slbench-{name}-") as work:
+        postgres = Postgres(Path(work) / "pg")
+        try:
+            asyncio.run(postgres.create(name))
+            uvloop.run(main(postgres.url(name), Path(work)))
+        finally:
+            postgres.cleanup()

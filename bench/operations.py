@@ -24,7 +24,6 @@ import gc
 import itertools
 import json
 import pstats
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 from starlette.applications import Starlette
 
-from bench.harness import PYTHON, Child, Postgres, free_port, wait_ready
+from bench.harness import PYTHON, Child, free_port, on_scratch_database, wait_ready
 from bench.scenarios import GENERATE_BODY, JWT_SECRET, token
 from storyline.app import create_app
 from storyline.config import Settings
@@ -211,13 +209,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="slbench-operations-") as work:
-        postgres = Postgres(Path(work) / "pg")
-        try:
-            asyncio.run(postgres.create("operations"))
-            uvloop.run(run(postgres.url("operations"), Path(work), args))
-        finally:
-            postgres.cleanup()
+    on_scratch_database("operations", lambda url, work: run(url, work, args))
 
 
 if __name__ == "__main__":

@@ -17,19 +17,15 @@ numbers compare the ways with each other, not with the scenarios.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
-import uvloop
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.harness import Postgres
+from bench.harness import on_scratch_database
 from storyline.persistence import projects, reservations
 from storyline.persistence.engine import DriverStatement, driver_connection, sqlalchemy_url
 from storyline.persistence.projects import NewProject
@@ -94,13 +90,12 @@ def asyncpg_way(pool: asyncpg.Pool) -> tuple[Call, Confirm]:
     async def tx1() -> uuid.UUID:
         project = new_project()
         async with pool.acquire() as conn, conn.transaction():
-            await conn.fetchrow(TX1.sql, *TX1.arguments(reservations.parameters(project)))
+            await TX1.fetchrow(conn, reservations.parameters(project))
         return project.id
 
     async def confirm(project_id: uuid.UUID) -> None:
-        arguments = CONFIRM_SQL.arguments({"id": project_id, "external_id": str(project_id)})
         async with pool.acquire() as conn:
-            await conn.fetchrow(CONFIRM_SQL.sql, *arguments)
+            await CONFIRM_SQL.fetchrow(conn, {"id": project_id, "external_id": str(project_id)})
 
     return tx1, confirm
 
@@ -148,13 +143,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="slbench-statements-") as work:
-        postgres = Postgres(Path(work) / "pg")
-        try:
-            asyncio.run(postgres.create("statements"))
-            uvloop.run(run(postgres.url("statements"), args.calls, args.rounds))
-        finally:
-            postgres.cleanup()
+    on_scratch_database("statements", lambda url, work: run(url, args.calls, args.rounds))
 
 
 if __name__ == "__main__":

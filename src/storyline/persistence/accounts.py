@@ -104,10 +104,13 @@ async def refund(
 
     Never refused for the balance: grants leave room for every charge still held.
     """
-    arguments = _REFUND.arguments(
-        {"user_id": user_id, "amount": amount, "project_id": project_id, "reason": reason[:500]}
-    )
-    balance = await conn.fetchval(_REFUND.sql, *arguments)
+    values = {
+        "user_id": user_id,
+        "amount": amount,
+        "project_id": project_id,
+        "reason": reason[:500],
+    }
+    balance = await _REFUND.fetchval(conn, values)
     assert balance is not None, "refunds always fit (see grant), and accounts outlive projects"
 
 

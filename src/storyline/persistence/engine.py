@@ -73,6 +73,18 @@ class DriverStatement:
             values[name] if name in values else self.constants[name] for name in self.parameters
         ]
 
+    async def fetchrow(
+        self, conn: asyncpg.Connection, values: Mapping[str, object]
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(self.sql, *self.arguments(values))
+        return row
+
+    async def fetchval(self, conn: asyncpg.Connection, values: Mapping[str, object]) -> Any:
+        return await conn.fetchval(self.sql, *self.arguments(values))
+
+    async def execute(self, conn: asyncpg.Connection, values: Mapping[str, object]) -> None:
+        await conn.execute(self.sql, *self.arguments(values))
+
 
 @asynccontextmanager
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
@@ -89,12 +101,11 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     invalidated, so that the pool does not hand it out again.
     """
     pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    driver = pooled.driver_connection
     try:
-        driver = pooled.driver_connection
         assert driver is not None, "a checked-out connection has its driver connection"
         yield driver
     finally:
-        driver = pooled.driver_connection
         if driver is None or driver.is_closed() or driver.is_in_transaction():
             await greenlet_spawn(pooled.invalidate)
         await greenlet_spawn(pooled.close)

@@ -61,11 +61,8 @@ class NewProject:
     request_fingerprint: str
 
 
-async def get(
-    conn: AsyncConnection, *, project_id: uuid.UUID, for_update: bool = False
-) -> ProjectRecord | None:
-    query = select(projects).where(projects.c.id == project_id)
-    return await _one(conn, query.with_for_update() if for_update else query)
+async def get(conn: AsyncConnection, *, project_id: uuid.UUID) -> ProjectRecord | None:
+    return await _one(conn, select(projects).where(projects.c.id == project_id))
 
 
 async def find_by_idempotency_key(
@@ -115,8 +112,7 @@ async def lock(
     if (project_id is None) == (external_id is None):
         raise ValueError("name the project by exactly one id")
     key, value = ("id", project_id) if project_id is not None else ("external_id", external_id)
-    statement = _LOCK[key]
-    row = await conn.fetchrow(statement.sql, *statement.arguments({key: value}))
+    row = await _LOCK[key].fetchrow(conn, {key: value})
     return None if row is None else record_of(row)
 
 
@@ -132,14 +128,14 @@ async def apply_change(
         "new_error_message": change.error_message,
         "new_result_url": change.result_url,
     }
-    statement = _APPLY[extra]
-    row = await conn.fetchrow(statement.sql, *statement.arguments(values))
+    row = await _APPLY[extra].fetchrow(conn, values)
+    assert row is not None, "the caller holds the row's lock"
     return record_of(row)
 
 
 async def mark_reported(conn: asyncpg.Connection, *, project_id: uuid.UUID) -> None:
     """The pipeline spoke: a sign of life for the sweeper, not a change (same version)."""
-    await conn.execute(_MARK_REPORTED.sql, *_MARK_REPORTED.arguments({"project_id": project_id}))
+    await _MARK_REPORTED.execute(conn, {"project_id": project_id})
 
 
 _CONFIRM_CREATED = DriverStatement.of(
@@ -164,7 +160,8 @@ async def confirm_created(
     On asyncpg's connection (see persistence.engine.driver_connection): generateStory's
     second statement."""
     parameters = {"project_id": project_id, "new_external_id": external_id}
-    row = await conn.fetchrow(_CONFIRM_CREATED.sql, *_CONFIRM_CREATED.arguments(parameters))
+    row = await _CONFIRM_CREATED.fetchrow(conn, parameters)
+    assert row is not None, "the project was reserved and projects are never deleted"
     return record_of(row)
 
 

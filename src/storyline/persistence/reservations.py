@@ -86,7 +86,8 @@ def parameters(project: NewProject) -> dict[str, object]:
 async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRecord:
     """Insert ``project`` as PENDING and charge its ``credits_used``, or raise NoAccount,
     KeyTaken or BalanceTooLow (with the balance seen)."""
-    row = await conn.fetchrow(_RESERVE.sql, *_RESERVE.arguments(parameters(project)))
+    row = await _RESERVE.fetchrow(conn, parameters(project))
+    assert row is not None, "its last SELECT always returns one row"
     if row["balance_before"] is None:
         raise NoAccount
     if row["id"] is None:

@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 async def generate_story(
     services: Services, principal: Principal, request: StoryRequest
 ) -> ProjectRecord:
+    fresh = True
     try:
-        project, fresh = await _reserve(services, principal, request)
-    except reservations.KeyTaken:  # another request with this key committed first
+        project = await _reserve(services, principal, request)
+    except reservations.KeyTaken:  # a request with this key made its project already
         project, fresh = await _replay(services, principal, request), False
     logs.project_id.set(str(project.id))
     if not fresh:
@@ -77,15 +78,9 @@ async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
 
 async def _reserve(
     services: Services, principal: Principal, request: StoryRequest
-) -> tuple[ProjectRecord, bool]:
-    """Tx1: the project as PENDING and its charge, or the project this key already made."""
-    if request.idempotency_key is not None:
-        async with services.engine.connect() as conn:
-            existing = await projects.find_by_idempotency_key(
-                conn, user_id=principal.user_id, key=request.idempotency_key
-            )
-        if existing is not None:
-            return _same_request(existing, request), False
+) -> ProjectRecord:
+    """Tx1: the project as PENDING and its charge. A key this user has used already is
+    refused by the reservation itself (KeyTaken), which writes nothing."""
     new = NewProject(
         id=uuid.uuid4(),
         user_id=principal.user_id,
@@ -98,27 +93,27 @@ async def _reserve(
         idempotency_key=request.idempotency_key,
         request_fingerprint=request.fingerprint(),
     )
-    return await _charge(services, new), True
+    return await _charge(services, new)
 
 
 async def _charge(services: Services, new: NewProject) -> ProjectRecord:
     try:
-        try:
-            async with driver_connection(services.engine) as conn, conn.transaction():
-                return await _reserve_on(conn, new)
-        except reservations.NoAccount:
-            # First use: the account, its sign-up grant and the charge in one transaction.
-            async with services.engine.begin() as conn:
-                await accounts.ensure_account(
-                    conn, user_id=new.user_id, signup_credits=services.settings.signup_credits
-                )
-                return await _reserve_on(await driver_of(conn), new)
-    except reservations.BalanceTooLow as low:
-        raise InsufficientCredits(required=new.credits_used, balance=low.balance) from None
+        async with driver_connection(services.engine) as conn, conn.transaction():
+            return await _reserve_on(conn, new)
+    except reservations.NoAccount:
+        # First use: the account, its sign-up grant and the charge in one transaction.
+        async with services.engine.begin() as conn:
+            await accounts.ensure_account(
+                conn, user_id=new.user_id, signup_credits=services.settings.signup_credits
+            )
+            return await _reserve_on(await driver_of(conn), new)
 
 
 async def _reserve_on(conn: asyncpg.Connection, new: NewProject) -> ProjectRecord:
-    project = await reservations.reserve(conn, project=new)
+    try:
+        project = await reservations.reserve(conn, project=new)
+    except reservations.BalanceTooLow as low:
+        raise InsufficientCredits(required=new.credits_used, balance=low.balance) from None
     crash_point("generate-before-charge-commit")
     return project
 
@@ -142,13 +137,12 @@ def _same_request(existing: ProjectRecord, request: StoryRequest) -> ProjectReco
 async def _fail(services: Services, project: ProjectRecord, reason: str) -> ProjectRecord:
     """FAILED + REFUND after a definite refusal, unless a report already ended the project."""
     message = f"The video service did not take the job: {reason}."
-    async with services.engine.begin() as conn:
-        locked = await projects.get(conn, project_id=project.id, for_update=True)
+    async with driver_connection(services.engine) as conn, conn.transaction():
+        locked = await projects.lock(conn, project_id=project.id, external_id=None)
         assert locked is not None
         if Status(locked.status).terminal:
             return locked
-        report = Report(Status.FAILED, error_message=message)
-        failed = await transition(await driver_of(conn), locked, report)
+        failed = await transition(conn, locked, Report(Status.FAILED, error_message=message))
     services.metrics.refunded.inc(refunded(locked, failed))
     log.warning("video service refused project %s (%s); refunded", project.id, reason)
     raise UpstreamFailed(str(project.id), reason)
