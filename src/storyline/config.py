@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_query_tokens: int = Field(default=2000, ge=100, le=100_000)
     max_query_aliases: int = Field(default=30, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_query_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
+    # Parsed documents kept for reuse, by the memory they hold (schema/documents.py).
+    document_cache_bytes: int = Field(default=32 * 1_048_576, ge=0)
 
     # WebSocket keep-alive: a ping every interval (0: none); no pong within the timeout
     # closes the connection, and with it a vanished client's subscriptions.

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from functools import partial
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import ExecutionContext
 
 from storyline.auth import Role
@@ -30,6 +20,7 @@ from storyline.resolvers.grant_credits import grant_credits
 from storyline.resolvers.subscriptions import watch_project
 from storyline.resolvers.update_status import update_status
 from storyline.schema.context import Info
+from storyline.schema.documents import DocumentGuard, GuardedDocuments
 from storyline.schema.enums import Quality, Status
 from storyline.schema.errors import ClientErrors, is_unexpected
 from storyline.schema.execution import AcyclicExecutionContext
@@ -126,6 +117,10 @@ class Subscription:
 
 
 class StorylineSchema(strawberry.Schema):
+    """strawberry's schema, with the guard every document of every path goes through."""
+
+    documents: DocumentGuard
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -135,30 +130,20 @@ class StorylineSchema(strawberry.Schema):
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> StorylineSchema:
     """The schema with the limits of ``settings`` (defaults when None)."""
     settings = settings or Settings.model_construct()
-    # The limiters' rule classes, made once: the validation cache keys on them, so rules
-    # made afresh for every request would never hit it.
-    limit_rules = [
-        *MaxAliasesLimiter(max_alias_count=settings.max_query_aliases).validation_rules,
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-    ]
-    extensions: list[Callable[[], SchemaExtension]] = [
+    extensions: list[type[SchemaExtension]] = [
         OperationMetrics,  # first in, last out: it sees the errors as clients will
         ClientErrors,
-        partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(AddValidationRules, limit_rules),
-        # Clients send the same few documents again and again: parse and validate each once.
-        partial(ParserCache, maxsize=512),
-        partial(ValidationCache, maxsize=512),
+        GuardedDocuments,
     ]
-    if not settings.introspection:
-        extensions.append(DisableIntrospection)
-    return StorylineSchema(
+    schema = StorylineSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=AcyclicExecutionContext,
     )
+    schema.documents = DocumentGuard.for_settings(schema._schema, settings)
+    return schema
