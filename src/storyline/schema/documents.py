@@ -125,18 +125,19 @@ class DocumentGuard:
         )
 
     def check(self, query: str) -> Checked:
+        # At most four bytes a character: the encoding is needed only near the limit. Too
+        # large a document is refused afresh each time, never cached under its own text.
+        if len(query) * 4 > self.max_bytes and _utf8_length(query) > self.max_bytes:
+            refused = GraphQLError(f"The document is larger than {self.max_bytes} bytes.")
+            return Checked(None, (refused,))
         cached = self.cache.get(query)
         if cached is not None:
             return cached
         checked = self._check(query)
-        self.cache.put(query, checked, len(query) + (deep_size(checked.document) or 0))
+        self.cache.put(query, checked, len(query) + deep_size(checked.document))
         return checked
 
     def _check(self, query: str) -> Checked:
-        # At most four bytes a character: the encoding is needed only near the limit.
-        if len(query) * 4 > self.max_bytes and _utf8_length(query) > self.max_bytes:
-            refused = GraphQLError(f"The document is larger than {self.max_bytes} bytes.")
-            return Checked(None, (refused,))
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
