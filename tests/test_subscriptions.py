@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -19,6 +19,7 @@ from storyline.auth import Role
 from tests.support import Api, new_user, storyline, token
 from tests.watch import (
     LEGACY_WS,
+    SUBSCRIBE,
     TRANSPORT_WS,
     collect,
     connected,
@@ -261,3 +262,66 @@ async def test_a_socket_without_connection_init_is_closed_with_4408(
         waited = asyncio.get_running_loop().time() - opened
     assert closed.code == 4408
     assert 0.4 <= waited < 3, waited
+
+
+NOT_STRINGS = [["1"], {"id": "1"}, 1, None]
+NOT_STRING_IDS = ["list", "object", "integer", "null"]
+
+
+@pytest.mark.parametrize("kind", ["subscribe", "complete"])
+@pytest.mark.parametrize("bad", NOT_STRINGS, ids=NOT_STRING_IDS)
+async def test_graphql_transport_ws_closes_4400_on_an_id_that_is_not_a_string(
+    api: Api, kind: str, bad: object
+) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
+    with errors_logged() as errors:
+        async with connected(api.url, token(user)) as ws:
+            await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
+            closed = await close_frame(ws)
+    assert closed.code == 4400
+    assert "id" in closed.reason
+    assert not errors
+
+
+@pytest.mark.parametrize("kind", ["start", "stop"])
+@pytest.mark.parametrize("bad", NOT_STRINGS, ids=NOT_STRING_IDS)
+async def test_graphql_ws_refuses_an_id_that_is_not_a_string(
+    api: Api, kind: str, bad: object
+) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
+    with errors_logged() as errors:
+        async with connected(api.url, token(user), LEGACY_WS) as ws:
+            await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
+            refusal = await next_frame(ws)
+            assert refusal["type"] == "connection_error", refusal
+            assert "id" in refusal["payload"]["message"]
+            assert (await close_frame(ws)).code == 4400
+    assert not errors
+
+
+MALFORMED = {  # strawberry's handlers raise on all but a subscribe without a query
+    "not an object": lambda kind: [kind, "1"],
+    "payload not an object": lambda kind: {"id": "1", "type": kind, "payload": "{ price }"},
+    "payload without a query": lambda kind: {"id": "1", "type": kind, "payload": {}},
+}
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.parametrize("malformed", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_message_is_a_protocol_error(
+    api: Api, protocol: str, malformed: Callable[[str], object]
+) -> None:
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    with errors_logged() as errors:
+        async with connected(api.url, token(new_user()), protocol) as ws:
+            await ws.send(json.dumps(malformed(kind)))
+            if protocol == LEGACY_WS:
+                assert (await next_frame(ws))["type"] == "connection_error"
+            closed = await close_frame(ws)
+    assert closed.code == 4400
+    assert closed.reason
+    assert not errors
