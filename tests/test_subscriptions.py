@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
 
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.frames import Close
 from websockets.typing import Subprotocol
 
 from storyline.auth import Role
-from tests.support import Api, new_user, token
-from tests.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, messages, start, ws_url
+from tests.support import Api, new_user, storyline, token
+from tests.watch import (
+    LEGACY_WS,
+    SUBSCRIBE,
+    TRANSPORT_WS,
+    collect,
+    connected,
+    messages,
+    start,
+    ws_url,
+)
 
 EXPIRED = token("x", ttl=-5)
 
@@ -154,3 +169,159 @@ async def test_a_malformed_subscribe_message_does_not_crash_the_connection(api: 
             if message.get("id") == "good":
                 break
         assert message["type"] == "next"
+
+
+async def next_frame(ws: ClientConnection) -> dict[str, Any]:
+    """The next message that is not a keep-alive."""
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if message["type"] not in ("ka", "ping", "pong"):
+            return message
+
+
+async def close_frame(ws: ClientConnection) -> Close:
+    """The server's close frame, next after any keep-alives; there must be one."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await next_frame(ws)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def errors_logged() -> Iterator[list[logging.LogRecord]]:
+    """ERROR records from any logger, uvicorn's too (in tests they do not reach the root)."""
+    handler = Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user)}"}
+
+
+async def test_graphql_ws_a_second_connection_init_ends_the_connection(api: Api) -> None:
+    user = new_user()
+    for again in (bearer(user), {"Authorization": "Bearer not-a-token"}):
+        async with connected(api.url, token(user), LEGACY_WS) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": again}))
+            refusal = await next_frame(ws)
+            assert refusal["type"] == "connection_error", refusal
+            assert "initialisation" in refusal["payload"]["message"]
+            assert (await close_frame(ws)).code == 4429
+
+
+async def test_graphql_ws_leaves_no_task_behind_its_socket(api: Api) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    ours = asyncio.current_task()
+    before = asyncio.all_tasks()
+    with errors_logged() as errors:
+        async with connected(api.url, token(user), LEGACY_WS) as ws:
+            await start(ws, project["id"])
+            assert (await next_frame(ws))["type"] == "data"
+            for _ in range(3):  # strawberry acknowledges each, with a keep-alive of its own
+                await ws.send(json.dumps({"type": "connection_init", "payload": bearer(user)}))
+            with suppress(websockets.ConnectionClosed, TimeoutError):
+                while True:  # until the server closes, or has answered them all
+                    await asyncio.wait_for(ws.recv(), 1)
+        # Every task the server started for the socket ends once it is closed: the
+        # connection's own, and all it started.
+        started = asyncio.all_tasks() - before - {ours}
+        if started:
+            await asyncio.wait(started, timeout=5)
+        left = asyncio.all_tasks() - before - {ours}
+    assert not left, [task.get_coro() for task in left]
+    assert not errors
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_a_socket_without_connection_init_is_closed_with_4408(
+    database_url: str, protocol: str
+) -> None:
+    async with (
+        storyline(database_url, ws_init_timeout=0.5) as api,
+        websockets.connect(ws_url(api.url), subprotocols=[Subprotocol(protocol)]) as ws,
+    ):
+        opened = asyncio.get_running_loop().time()
+        closed = await close_frame(ws)
+        waited = asyncio.get_running_loop().time() - opened
+    assert closed.code == 4408
+    assert 0.4 <= waited < 3, waited
+
+
+NOT_STRINGS = [["1"], {"id": "1"}, 1, None]
+NOT_STRING_IDS = ["list", "object", "integer", "null"]
+
+
+@pytest.mark.parametrize("kind", ["subscribe", "complete"])
+@pytest.mark.parametrize("bad", NOT_STRINGS, ids=NOT_STRING_IDS)
+async def test_graphql_transport_ws_closes_4400_on_an_id_that_is_not_a_string(
+    api: Api, kind: str, bad: object
+) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
+    with errors_logged() as errors:
+        async with connected(api.url, token(user)) as ws:
+            await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
+            closed = await close_frame(ws)
+    assert closed.code == 4400
+    assert "id" in closed.reason
+    assert not errors
+
+
+@pytest.mark.parametrize("kind", ["start", "stop"])
+@pytest.mark.parametrize("bad", NOT_STRINGS, ids=NOT_STRING_IDS)
+async def test_graphql_ws_refuses_an_id_that_is_not_a_string(
+    api: Api, kind: str, bad: object
+) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
+    with errors_logged() as errors:
+        async with connected(api.url, token(user), LEGACY_WS) as ws:
+            await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
+            refusal = await next_frame(ws)
+            assert refusal["type"] == "connection_error", refusal
+            assert "id" in refusal["payload"]["message"]
+            assert (await close_frame(ws)).code == 4400
+    assert not errors
+
+
+MALFORMED = {  # strawberry's handlers raise on all but a subscribe without a query
+    "not an object": lambda kind: [kind, "1"],
+    "payload not an object": lambda kind: {"id": "1", "type": kind, "payload": "{ price }"},
+    "payload without a query": lambda kind: {"id": "1", "type": kind, "payload": {}},
+}
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.parametrize("malformed", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_message_is_a_protocol_error(
+    api: Api, protocol: str, malformed: Callable[[str], object]
+) -> None:
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    with errors_logged() as errors:
+        async with connected(api.url, token(new_user()), protocol) as ws:
+            await ws.send(json.dumps(malformed(kind)))
+            if protocol == LEGACY_WS:
+                assert (await next_frame(ws))["type"] == "connection_error"
+            closed = await close_frame(ws)
+    assert closed.code == 4400
+    assert closed.reason
+    assert not errors

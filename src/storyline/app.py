@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException  # what strawberry's views raise and answer
@@ -43,6 +44,7 @@ from storyline.schema.context import Context
 from storyline.schema.errors import for_client
 from storyline.schema.fanout import RAW_SEND, FanoutTransportWS
 from storyline.schema.roots import build_schema
+from storyline.schema.subprotocols import LegacyWS
 from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
 from storyline.upstream.simulator import Simulator
@@ -54,10 +56,12 @@ KEEP_ALIVE_SECONDS = 15.0
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    """strawberry's ASGI view, with GraphQL-over-HTTP content negotiation (see graphql_http)
-    and projectStatus fan-out rendered once per selection (see schema/fanout)."""
+    """strawberry's ASGI view, with GraphQL-over-HTTP content negotiation (see graphql_http),
+    projectStatus fan-out rendered once per selection (see schema/fanout) and each
+    WebSocket subprotocol's rules enforced on clients (see schema/subprotocols)."""
 
     graphql_transport_ws_handler_class = FanoutTransportWS
+    graphql_ws_handler_class = LegacyWS
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -198,6 +202,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         graphql_ide="graphiql" if settings.graphiql else None,
         keep_alive=True,
         keep_alive_interval=KEEP_ALIVE_SECONDS,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
     routes = [

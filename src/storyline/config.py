@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # closes the connection, and with it a vanished client's subscriptions.
     ws_ping_interval: float = Field(default=20.0, ge=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
+    # A WebSocket that has not sent connection_init by then is closed (4408), on both
+    # subprotocols; strawberry's default wait.
+    ws_init_timeout: float = Field(default=60.0, gt=0)
 
     # Production switches: a closed API explores nothing and answers no foreign origin.
     introspection: bool = True

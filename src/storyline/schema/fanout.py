@@ -32,10 +32,7 @@ from graphql import (
     validate,
 )
 from starlette.types import Message
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     NextMessage,
     SubscribeMessage,
@@ -46,6 +43,7 @@ from storyline.live.events import ProjectEvent
 from storyline.resolvers.subscriptions import watch_project
 from storyline.schema.context import Context
 from storyline.schema.errors import MASKED_MESSAGE
+from storyline.schema.subprotocols import TransportWS
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +144,7 @@ def _single_operation(
     return named[0] if len(named) == 1 else None
 
 
-class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+class FanoutTransportWS(TransportWS):
     """graphql-transport-ws, with projectStatus served by plans."""
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:

@@ -1,0 +1,110 @@
+"""The WebSocket subprotocols' rules that strawberry's handlers leave to the client.
+
+strawberry's handlers index a message as the protocol says it should look: a message
+that is no JSON object, an ``id`` that is a list or object (unhashable), or a ``start``
+without its payload raises out of the handler, so the socket drops without a close frame
+and an ERROR is logged for the client's mistake; an integer or null id is taken as an
+operation id. Both handlers here check a message's shape before strawberry dispatches it,
+and refuse a malformed one as a protocol error: graphql-transport-ws closes with 4400
+(as its specification says); legacy graphql-ws, which has no close codes of its own,
+sends ``connection_error`` with the reason, then closes with 4400 too.
+
+Legacy graphql-ws also gets the connection rules strawberry gives graphql-transport-ws:
+one ``connection_init`` per socket (strawberry acknowledges every one, whatever its token,
+and starts a keep-alive task for each, of which it cancels only the last), and a socket
+that sends none within the view's ``connection_init_wait_timeout`` is closed with 4408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message as TransportMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage,
+    OperationMessage,
+)
+
+from storyline.schema.context import Context
+
+PROTOCOL_ERROR = 4400
+INIT_TIMEOUT = 4408  # graphql-transport-ws's codes, which strawberry uses for both
+TOO_MANY_INITS = 4429
+
+
+def _malformed(message: object, *, with_id: tuple[str, str], with_query: str) -> str | None:
+    """Why a client's message is malformed, or None. ``with_id``: the types that name an
+    operation; ``with_query``: the type whose payload holds a document."""
+    if not isinstance(message, dict):
+        return "A message must be a JSON object"
+    if message.get("type") in with_id and not isinstance(message.get("id"), str):
+        return "A message id must be a string"
+    if message.get("type") == with_query:
+        payload = message.get("payload")
+        if not isinstance(payload, dict) or "query" not in payload:
+            return "A payload must be an object with a query"
+    return None
+
+
+class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, each message's shape checked before it is dispatched."""
+
+    async def handle_message(self, message: TransportMessage) -> None:
+        reason = _malformed(message, with_id=("subscribe", "complete"), with_query="subscribe")
+        if reason is not None:
+            await self.handle_invalid_message(reason)  # closes with 4400 and the reason
+            return
+        await super().handle_message(message)
+
+
+class LegacyWS(BaseGraphQLWSHandler[Context, None]):
+    """Legacy graphql-ws: one connection_init, in time; each message's shape checked."""
+
+    init_received = False
+    _init_wait: asyncio.Task[None]
+
+    async def handle(self) -> None:
+        waiting = asyncio.create_task(self._close_unless_initialised())
+        self._init_wait = waiting
+        try:
+            await super().handle()  # its end cancels the keep-alive and every operation
+        finally:
+            waiting.cancel()
+            with suppress(asyncio.CancelledError):
+                await waiting
+
+    async def _close_unless_initialised(self) -> None:
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        # The client may have left, or been refused, meanwhile: then there is nothing to close.
+        with suppress(WebSocketDisconnect, WebSocketDisconnected):
+            if not self.init_received:
+                await self.websocket.close(INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_message(self, message: OperationMessage) -> None:
+        reason = _malformed(message, with_id=("start", "stop"), with_query="start")
+        if reason is not None:
+            await self._refuse(reason, PROTOCOL_ERROR)
+            return
+        await super().handle_message(message)
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if self.init_received:
+            # A second one would be acknowledged whatever its token, with a second
+            # keep-alive that nothing cancels.
+            await self._refuse("Too many initialisation requests", TOO_MANY_INITS)
+            return
+        self.init_received = True
+        self._init_wait.cancel()
+        await super().handle_connection_init(message)
+
+    async def _refuse(self, reason: str, code: int) -> None:
+        await self.send_message({"type": "connection_error", "payload": {"message": reason}})
+        await self.websocket.close(code, reason)
