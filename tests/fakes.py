@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,8 @@ class Call:
 
 @dataclass
 class FakeVideoService:
-    """Tags: [422] [500] [malformed] [no-id] [hang] [slow] [complete-first] [fail-first];
-    without one it accepts at once."""
+    """Tags: [422] [500] [malformed] [no-id] [hang] [slow] [complete-first] [fail-first],
+    and [id:X] to answer the job id X; without one it accepts at once."""
 
     hang_seconds: float = 3.0
     calls: list[Call] = field(default_factory=list)
@@ -56,7 +57,8 @@ class FakeVideoService:
         self.calls.append(Call(request.headers.get("authorization"), body))
         prompt: str = body["config"]["prompt"]
         project_id = body["metadata"]["storyline_project_id"]
-        external_id = f"ext-{uuid.uuid4()}"
+        given = re.search(r"\[id:([^\]]+)\]", prompt)
+        external_id = given[1] if given else f"ext-{uuid.uuid4()}"
         if "[422]" in prompt:
             return JSONResponse({"detail": "prompt refused"}, status_code=422)
         if "[500]" in prompt:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storyline.persistence import reservations
+from storyline.persistence.engine import driver_connection
+from storyline.persistence.projects import NewProject
 from tests.support import Api, books, new_user
 
 
@@ -57,3 +63,66 @@ async def test_concurrent_first_requests_create_one_account_with_one_grant(
     assert Counter(kind for kind, _, _ in state.ledger)["GRANT"] == 1
     assert len(state.projects) == 2
     assert state.balance == 20
+
+
+async def test_a_refusal_under_concurrent_charges_carries_the_balance_that_refused_it(
+    api: Api, engine: AsyncEngine
+) -> None:
+    user = new_user()
+    await api.grant(user, 300)
+    for _ in range(3):  # a refusal races the charges it lost to; give it a few rounds
+        charges = (api.generate(user, quality="SD", prompt=f"Story {n}") for n in range(30))
+        bodies, _ = await asyncio.gather(asyncio.gather(*charges), api.grant(user, 200))
+        refusals = [body["errors"][0]["extensions"] for body in bodies if "errors" in body]
+        assert refusals, "the credits ran out"
+        for refusal in refusals:
+            assert refusal["code"] == "INSUFFICIENT_CREDITS"
+            assert 0 <= refusal["balance"] < refusal["required"] == 40, refusal
+    state = await books(engine, user)
+    assert state.balance is not None
+    assert state.balance + 40 * len(state.projects) == 100 + 300 + 3 * 200
+
+
+class GrantAfterFirstStatement:
+    """An asyncpg connection on which credits are granted, and committed elsewhere, right
+    after its first statement: the moment a concurrent grant can land between a refused
+    debit and what follows it."""
+
+    def __init__(self, conn: Any, grant: Callable[[], Awaitable[None]]) -> None:
+        self.conn, self.grant, self.granted = conn, grant, False
+
+    async def fetchrow(self, sql: str, *arguments: object) -> Any:
+        row = await self.conn.fetchrow(sql, *arguments)
+        if not self.granted:
+            self.granted = True
+            await self.grant()
+        return row
+
+    async def fetchval(self, sql: str, *arguments: object) -> Any:
+        return await self.conn.fetchval(sql, *arguments)
+
+
+async def test_credits_granted_after_a_refused_debit_pay_for_the_project(
+    api: Api, engine: AsyncEngine
+) -> None:
+    user = new_user()
+    assert "errors" not in await api.generate(user, quality="FULL_HD")  # 100 - 80 = 20 left
+    new = NewProject(
+        id=uuid.uuid4(),
+        user_id=user,
+        credits_used=40,
+        prompt="A cat",
+        quality="SD",
+        aspect_ratio="LANDSCAPE_16_9",
+        image_model="default",
+        seed=None,
+        idempotency_key=None,
+        request_fingerprint="test",
+    )
+    async with driver_connection(api.services.engine) as conn, conn.transaction():
+        wrapped = GrantAfterFirstStatement(conn, lambda: api.grant(user, 100))
+        project = await reservations.reserve(wrapped, project=new)
+    assert project.id == new.id
+    state = await books(engine, user)
+    assert state.balance == 20 + 100 - 40
+    assert state.ledger[-2:] == [("GRANT", 100, None), ("CHARGE", -40, str(new.id))]

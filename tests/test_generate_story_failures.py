@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import uuid
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,6 +47,34 @@ async def test_a_refusal_fails_refunds_and_answers_upstream_failed(
     )["project"]
     assert project["status"] == "FAILED"
     assert "video service" in project["errorMessage"]
+
+
+async def test_a_job_id_the_service_gave_another_project_fails_and_refunds(
+    api: Api, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = new_user()
+    job = f"job-{uuid.uuid4()}"
+    first = await api.generate(user, quality="SD", prompt=f"A cat [id:{job}]")
+    assert first["data"]["generateStory"]["externalId"] == job
+    with caplog.at_level(logging.INFO):
+        second = await api.generate(user, quality="SD", prompt=f"A dog [id:{job}]")
+    [error] = second["errors"]
+    assert error["extensions"]["code"] == "UPSTREAM_FAILED"
+    project_id = error["extensions"]["projectId"]
+    assert "job id" in error["message"]
+
+    state = await books(engine, user)
+    assert state.balance == 100 - 40  # the first project's charge only
+    assert state.projects == [
+        (first["data"]["generateStory"]["id"], "PROCESSING"),
+        (project_id, "FAILED"),
+    ]
+    assert state.ledger[-2:] == [("CHARGE", -40, project_id), ("REFUND", 40, project_id)]
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (warning.levelno, warning.exc_info) == (logging.WARNING, None)
+    assert project_id in warning.getMessage()
+    assert "job id" in warning.getMessage()
+    assert "upstream-secret-token" not in caplog.text
 
 
 async def test_a_refused_connection_fails_and_refunds(server_url: str) -> None:

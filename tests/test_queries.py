@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.auth import Role
 from tests.support import Api, books, new_user, token
 
+EXAMPLES = int(os.environ.get("STORYLINE_HYPOTHESIS_EXAMPLES", "50"))
 PROJECTS = """
 query($status: ProjectStatus, $first: Int!, $after: String) {
   projects(status: $status, first: $first, after: $after) {
@@ -115,6 +124,89 @@ async def test_a_foreign_cursor_is_bad_input(api: Api, cursor: str) -> None:
         assert "errors" not in body  # an empty cursor is the start of the list
     else:
         assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def cursor(text: str) -> str:
+    """A cursor as this API spells them (its encoding is not part of the contract)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+SOME_ID = "8a7e4f5c-2c1f-4b1e-9d3a-6f0e2b9c1d4a"
+
+
+@pytest.mark.parametrize(
+    ("query", "after"),
+    [
+        # A digit to str.isdigit but not to int(); a digit to int() but not one we write.
+        pytest.param(LEDGER, cursor("l:\N{SUPERSCRIPT TWO}"), id="ledger-superscript"),
+        pytest.param(LEDGER, cursor("l:\N{ARABIC-INDIC DIGIT ONE}"), id="ledger-arabic-indic"),
+        pytest.param(LEDGER, cursor("l:9223372036854775808"), id="ledger-past-bigint"),
+        # Instants past year 9999 or before year 1 once in UTC; one without an offset.
+        pytest.param(
+            PROJECTS, cursor(f"p:9999-12-31T23:59:59.999999-23:59|{SOME_ID}"), id="year-10000"
+        ),
+        pytest.param(PROJECTS, cursor(f"p:0001-01-01T00:00:00+23:59|{SOME_ID}"), id="year-0"),
+        pytest.param(PROJECTS, cursor(f"p:2024-01-01T00:00:00|{SOME_ID}"), id="no-offset"),
+    ],
+)
+async def test_a_malformed_cursor_is_bad_input_and_logs_nothing(
+    api: Api, caplog: pytest.LogCaptureFixture, query: str, after: str
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        error = await api.error(query, {"first": 5, "after": after}, auth=token(new_user()))
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "after"}
+    assert "cursor" in error["message"]
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+
+
+async def test_a_cursor_at_the_ends_of_time_in_utc_is_a_position(api: Api) -> None:
+    # The timestamps a projects cursor can hold: any instant of years 1 to 9999.
+    for instant in ("9999-12-31T23:59:59.999999+00:00", "0001-01-01T00:00:00-23:59"):
+        after = cursor(f"p:{instant}|{SOME_ID}")
+        data = await api.data(PROJECTS, {"first": 5, "after": after}, auth=token(new_user()))
+        assert data["projects"]["edges"] == []
+
+
+OFFSETS = st.timedeltas(timedelta(hours=-23, minutes=-59), timedelta(hours=23, minutes=59))
+MOMENTS = st.builds(
+    datetime.replace,
+    st.sampled_from([datetime.min, datetime.max]) | st.datetimes(),
+    tzinfo=st.none() | st.builds(timezone, OFFSETS),
+)
+DIGITS = st.text(st.characters(categories=["Nd", "No"]), min_size=1)  # in any script
+CURSORS = st.one_of(
+    st.text(),
+    st.builds(cursor, st.text()),
+    st.builds(cursor, st.builds("l:{}".format, DIGITS | st.integers() | st.text())),
+    st.builds(
+        cursor,
+        st.builds(
+            "p:{}|{}".format,
+            st.builds(datetime.isoformat, MOMENTS) | st.text(),
+            st.uuids() | st.text(),
+        ),
+    ),
+)
+
+
+async def test_every_string_is_a_cursor_or_bad_input(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    auth = token(new_user())
+
+    @given(query=st.sampled_from([LEDGER, PROJECTS]), after=CURSORS)
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def check(query: str, after: str) -> None:
+        request = api.post(query, {"first": 1, "after": after}, auth=auth)
+        body = asyncio.run_coroutine_threadsafe(request, loop).result(timeout=30)
+        for error in body.get("errors", []):
+            assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "after"}, body
+
+    # hypothesis drives from a thread of its own so that this loop stays free to serve.
+    with caplog.at_level(logging.WARNING):
+        await asyncio.to_thread(check)
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
 
 
 async def test_price_follows_the_quality_and_defaults_to_hd(api: Api) -> None:

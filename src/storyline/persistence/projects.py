@@ -152,15 +152,25 @@ _CONFIRM_CREATED = DriverStatement.of(
 )
 
 
+class ExternalIdTaken(Exception):
+    """Another project has this upstream id already: nothing was written."""
+
+
 async def confirm_created(
     conn: asyncpg.Connection, *, project_id: uuid.UUID, external_id: str
 ) -> ProjectRecord:
     """Record the upstream id; move to PROCESSING only if no report has moved it on already.
+    Raises ExternalIdTaken when the id is another project's.
 
     On asyncpg's connection (see persistence.engine.driver_connection): generateStory's
     second statement."""
     parameters = {"project_id": project_id, "new_external_id": external_id}
-    row = await _CONFIRM_CREATED.fetchrow(conn, parameters)
+    try:
+        row = await _CONFIRM_CREATED.fetchrow(conn, parameters)
+    except asyncpg.UniqueViolationError as violation:
+        if violation.constraint_name != "projects_external_id_key":
+            raise
+        raise ExternalIdTaken from None
     assert row is not None, "the project was reserved and projects are never deleted"
     return record_of(row)
 

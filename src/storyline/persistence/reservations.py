@@ -66,6 +66,33 @@ RESERVE = text(
 
 _RESERVE = DriverStatement.of(RESERVE)
 
+# Only after RESERVE's debit updated no row. RESERVE's balance_before comes from the
+# statement's snapshot, which may predate the charges its debit then waited for and lost
+# to. A new statement sees the latest committed balance, and the row lock keeps it so until
+# the transaction ends: what this reads is the balance that refuses the charge, or enough
+# for it (credits granted or refunded meanwhile), and then the charge cannot be refused.
+# The project row is in already, so the lock is taken in RESERVE's own order; it is the
+# lock the debit's UPDATE takes (FOR UPDATE would wait on the key-share locks that other
+# reservations' project rows hold on the account through their foreign key: a deadlock).
+_BALANCE_NOW = DriverStatement.of(
+    text("SELECT balance FROM accounts WHERE user_id = :user_id FOR NO KEY UPDATE")
+)
+_CHARGE = DriverStatement.of(
+    text(
+        """
+        WITH debit AS (
+            UPDATE accounts SET balance = balance - :cost, updated_at = clock_timestamp()
+            WHERE user_id = :user_id AND balance >= :cost
+            RETURNING balance
+        )
+        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id)
+        SELECT :user_id, 'CHARGE', -CAST(:cost AS integer), debit.balance, CAST(:id AS uuid)
+        FROM debit
+        RETURNING balance_after
+        """
+    )
+)
+
 
 def parameters(project: NewProject) -> dict[str, object]:
     """RESERVE's parameters for ``project``."""
@@ -85,7 +112,8 @@ def parameters(project: NewProject) -> dict[str, object]:
 
 async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRecord:
     """Insert ``project`` as PENDING and charge its ``credits_used``, or raise NoAccount,
-    KeyTaken or BalanceTooLow (with the balance seen)."""
+    KeyTaken or BalanceTooLow (with the balance that refused the charge). One statement
+    unless the balance is short."""
     row = await _RESERVE.fetchrow(conn, parameters(project))
     assert row is not None, "its last SELECT always returns one row"
     if row["balance_before"] is None:
@@ -93,5 +121,17 @@ async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRe
     if row["id"] is None:
         raise KeyTaken
     if row["balance_after"] is None:
-        raise BalanceTooLow(row["balance_before"])
+        await _charge_after_refusal(conn, project)
     return record_of(row)
+
+
+async def _charge_after_refusal(conn: asyncpg.Connection, project: NewProject) -> None:
+    """The charge RESERVE's debit refused, taken now if the balance covers it (see
+    _BALANCE_NOW), else BalanceTooLow with that balance."""
+    values = parameters(project)
+    balance = await _BALANCE_NOW.fetchval(conn, values)
+    assert balance is not None, "accounts are never deleted"
+    if balance < project.credits_used:
+        raise BalanceTooLow(balance)
+    charged = await _CHARGE.fetchval(conn, values)
+    assert charged is not None, "the account is locked with a balance that covers the charge"

@@ -71,9 +71,16 @@ async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
         return await _fail(services, project, refused.reason)
     crash_point("generate-after-upstream-accepted")
 
-    # One statement, atomic on its own: no BEGIN and COMMIT round trips around it.
-    async with driver_connection(services.engine) as conn:
-        return await projects.confirm_created(conn, project_id=project.id, external_id=external_id)
+    try:
+        # One statement, atomic on its own: no BEGIN and COMMIT round trips around it.
+        async with driver_connection(services.engine) as conn:
+            return await projects.confirm_created(
+                conn, project_id=project.id, external_id=external_id
+            )
+    except projects.ExternalIdTaken:
+        # The service's defect, not the user's: the job it named is another project's, so
+        # nothing would ever report on this one. As definite as any other refusal.
+        return await _fail(services, project, "it answered the job id of another project")
 
 
 async def _reserve(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from storyline.auth import Principal
@@ -82,12 +83,21 @@ async def project_page(
     return Page(items, len(rows) > first)
 
 
+_NOT_OURS = "is not a cursor this API issued for this list (pass back a cursor it returned)"
+_LEDGER_ID = re.compile("[0-9]{1,18}")  # ASCII digits only, and within bigint
+
+
 def _project_position(cursor: str) -> tuple[datetime, uuid.UUID]:
     created, _, key = _decode(cursor, "p").partition("|")
     try:
-        return datetime.fromisoformat(created), uuid.UUID(key)
-    except ValueError:
-        raise BadUserInput("after", "is not a cursor of this list") from None
+        moment, project_id = datetime.fromisoformat(created), uuid.UUID(key)
+        # The database compares instants: one without an offset names none, and one whose
+        # offset carries it outside years 1-9999 in UTC has no datetime to be sent as.
+        if moment.tzinfo is None:
+            raise ValueError(created)
+        return moment.astimezone(UTC), project_id
+    except (ValueError, OverflowError):
+        raise BadUserInput("after", _NOT_OURS) from None
 
 
 def _encode(kind: str, value: str) -> str:
@@ -98,8 +108,8 @@ def _decode(cursor: str, kind: str) -> str:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadUserInput("after", "is not a cursor of this list") from None
+        raise BadUserInput("after", _NOT_OURS) from None
     prefix, _, value = text.partition(":")
-    if prefix != kind or not value or (kind == "l" and not (value.isdigit() and len(value) <= 18)):
-        raise BadUserInput("after", "is not a cursor of this list")
+    if prefix != kind or not value or (kind == "l" and not _LEDGER_ID.fullmatch(value)):
+        raise BadUserInput("after", _NOT_OURS)
     return value
