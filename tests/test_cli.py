@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from storyline.persistence.engine import sqlalchemy_url
-from storyline.persistence.migrate import ROOT
+from storyline.persistence.migrate import alembic_config
 from tests.conftest import create_database
 
 STORYLINE = Path(sys.executable).parent / "storyline"
@@ -106,7 +105,7 @@ async def test_token_without_a_secret_generates_one_and_keeps_it(tmp_path: Path)
     assert [path.name for path in data_dir.iterdir()] == ["jwt-secret"], "a draft was left behind"
 
 
-HEAD = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def test_migrate_creates_the_schema_and_is_idempotent(
