@@ -23,7 +23,7 @@ from storyline.config import Settings
 from storyline.services import Services
 from storyline.websocket import uvicorn_options
 
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = "8inkGnTVezcgASoN6y-wtuFFFEPs4Pkw05njs5rj78d_5zoOCWVlxGqexIf4lJAP"
 
 
 def free_socket() -> socket.socket:
