@@ -104,6 +104,18 @@ class Settings(BaseSettings):
             return self.jwt_secret.get_secret_value()
         return _dev_secret(self.data_dir / "jwt-secret")
 
+    def simulator_token(self) -> str:
+        """The token the simulator accepts: the configured upstream token, or one generated
+        once and kept in the data directory."""
+        configured = self.upstream_token.get_secret_value()
+        return configured or _dev_secret(self.data_dir / "upstream-token")
+
+    def resolved_upstream_token(self) -> str:
+        """What the video service client sends; a real service's token is never invented."""
+        if self.upstream_url is None:
+            return self.simulator_token()
+        return self.upstream_token.get_secret_value()
+
 
 def estimated_bits(secret: str) -> float:
     """An upper estimate of a secret's entropy: its shortest repeating block's length times
