@@ -167,7 +167,7 @@ async def wait_ready(
 
 
 def code_version() -> str:
-    """The commit under test, ``+dirty`` when src/ or migrations/ have uncommitted changes."""
+    """The commit under test, ``+dirty`` when src/ (migrations included) has uncommitted changes."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
@@ -177,7 +177,7 @@ def code_version() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "migrations"],  # noqa: S607
+            ["git", "status", "--porcelain", "--", "src"],  # noqa: S607
             cwd=ROOT,
             capture_output=True,
             text=True,

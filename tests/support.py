@@ -23,7 +23,8 @@ from storyline.config import Settings
 from storyline.services import Services
 from storyline.websocket import uvicorn_options
 
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = "8inkGnTVezcgASoN6y-wtuFFFEPs4Pkw05njs5rj78d_5zoOCWVlxGqexIf4lJAP"
+UPSTREAM_TOKEN = "upstream-secret-token"  # what Storyline sends to the video service
 
 
 def free_socket() -> socket.socket:
@@ -65,7 +66,13 @@ async def serving(
 @asynccontextmanager
 async def storyline(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
     """A Storyline instance on a real port, configured like production but for ``overrides``."""
-    values: dict[str, Any] = {"jwt_secret": JWT_SECRET, "upstream_timeout": 1.0, **overrides}
+    values: dict[str, Any] = {
+        "jwt_secret": JWT_SECRET,
+        # Also the built-in simulator's, which would otherwise generate one in the data dir.
+        "upstream_token": UPSTREAM_TOKEN,
+        "upstream_timeout": 1.0,
+        **overrides,
+    }
     settings = Settings.model_validate(values)
     sock = free_socket()
     self_url = f"http://127.0.0.1:{sock.getsockname()[1]}"

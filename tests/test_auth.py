@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -35,6 +36,20 @@ BAD_HEADERS = {
     "no subject": "Bearer " + jwt.encode({"role": "user"}, JWT_SECRET, algorithm="HS256"),
     "unknown role": "Bearer " + jwt.encode({"sub": "m", "role": "root"}, JWT_SECRET, "HS256"),
 }
+# PyJWT reads these claims with int(): a numeric string or a boolean passes its checks.
+HOUR_AHEAD = int(time.time()) + 3600
+NOT_NUMERIC_DATES = [
+    ("exp", str(HOUR_AHEAD)),
+    ("nbf", "0"),
+    ("iat", str(int(time.time()))),
+    ("exp", True),
+    ("nbf", False),
+    ("iat", True),
+]
+for claim, value in NOT_NUMERIC_DATES:
+    BAD_HEADERS[f"{type(value).__name__} {claim}"] = "Bearer " + jwt.encode(
+        {"sub": "mallory", "exp": HOUR_AHEAD, claim: value}, JWT_SECRET, "HS256"
+    )
 
 
 @pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
@@ -62,6 +77,17 @@ async def test_expiry_is_enforced_only_when_present(api: Api) -> None:
     assert "errors" not in await api.post(ME, auth=token(new_user(), ttl=60))
     assert "errors" not in await api.post(ME, auth=token(new_user()))
     body = await api.post(ME, auth=token(new_user(), ttl=-1))
+    assert body["errors"][0]["message"] == "The token has expired."
+
+
+async def test_a_token_verified_earlier_is_refused_once_it_expires(api: Api) -> None:
+    # A NumericDate may be fractional: this one expires within the test.
+    expires = time.time() + 1.2
+    user_token = jwt.encode({"sub": new_user(), "exp": expires}, JWT_SECRET, "HS256")
+    assert "errors" not in await api.post(ME, auth=user_token)
+    await asyncio.sleep(expires - time.time() + 0.05)
+    body = await api.post(ME, auth=user_token)
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", body
     assert body["errors"][0]["message"] == "The token has expired."
 
 

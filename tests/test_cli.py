@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from alembic.config import Config
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from storyline.persistence.engine import sqlalchemy_url
-from storyline.persistence.migrate import ROOT
+from storyline.persistence.migrate import alembic_config
 from tests.conftest import create_database
 
 STORYLINE = Path(sys.executable).parent / "storyline"
-SECRET = "cli-test-secret-" + "s" * 40
+SECRET = "zFcVji9DGu-05xOS00qTKZpIPrsvmvXFgJXhtFqTHxqkbC-LVwCMV1gYlJA0Oydi"
 COMMAND_TIMEOUT = 120
 
 
@@ -106,7 +106,7 @@ async def test_token_without_a_secret_generates_one_and_keeps_it(tmp_path: Path)
     assert [path.name for path in data_dir.iterdir()] == ["jwt-secret"], "a draft was left behind"
 
 
-HEAD = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def test_migrate_creates_the_schema_and_is_idempotent(
@@ -136,17 +136,18 @@ async def test_migrate_creates_the_schema_and_is_idempotent(
         await engine.dispose()
 
 
-async def test_a_short_secret_is_refused_without_being_printed(tmp_path: Path) -> None:
-    short = "too-short-secret-7f3a9c"
-    assert len(short) < 32
+@pytest.mark.parametrize("weak", ["too-short-secret-7f3a9c", "-" * 34])
+async def test_a_weak_secret_is_refused_without_being_printed(tmp_path: Path, weak: str) -> None:
     result = await storyline(
         "token",
         "x",
         cwd=tmp_path,
-        STORYLINE_JWT_SECRET=short,
+        STORYLINE_JWT_SECRET=weak,
         STORYLINE_DATA_DIR=str(tmp_path / "data"),
     )
 
-    assert result.returncode != 0, result.stdout
+    assert result.returncode == 2, result.stdout
+    assert "STORYLINE_JWT_SECRET" in result.stderr, result.stderr
+    assert "secrets.token_urlsafe(48)" in result.stderr, result.stderr
     output = result.stdout + result.stderr
-    assert short not in output, output
+    assert weak not in output, output

@@ -73,9 +73,48 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def open_editor(page: Page, api: Api, raw_token: str) -> None:
-    await page.goto(f"{api.url}/")
+    response = await page.goto(f"{api.url}/")
+    # The page works under its own policy: a violation is a console error, failing the test.
+    assert response is not None
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     await page.get_by_label("API token").fill(raw_token)
     await page.get_by_role("button", name="Use token").click()
+
+
+def csp_directives(policy: str) -> dict[str, list[str]]:
+    directives = {}
+    for directive in policy.split(";"):
+        name, *values = directive.split()
+        directives[name] = values
+    return directives
+
+
+async def test_the_editor_is_served_with_security_headers_and_graphiql_without(api: Api) -> None:
+    host = api.url.removeprefix("http://")
+    page = await api.http.get("/")
+    assert page.status_code == 200
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    policy = csp_directives(page.headers["content-security-policy"])
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]  # no 'unsafe-inline', no 'unsafe-eval'
+    assert policy["style-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["connect-src"] == ["'self'", f"ws://{host}", f"wss://{host}"]
+    for asset in ("/static/editor.js", "/static/editor.css"):
+        served = await api.http.get(asset)
+        assert served.headers["x-content-type-options"] == "nosniff", asset
+
+    graphiql = await api.http.get("/graphql", headers={"Accept": "text/html"})
+    assert graphiql.status_code == 200
+    assert "content-security-policy" not in graphiql.headers
+
+
+async def test_a_forged_host_cannot_write_the_policy(api: Api) -> None:
+    page = await api.http.get("/", headers={"Host": "evil; script-src *"})
+    policy = csp_directives(page.headers["content-security-policy"])
+    assert policy["script-src"] == ["'self'"]
+    assert policy["connect-src"] == ["'self'"]
 
 
 async def test_a_prompt_goes_live_through_the_simulator_to_completed(

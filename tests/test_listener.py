@@ -41,7 +41,8 @@ from websockets.asyncio.client import ClientConnection
 from storyline.live.hub import Mailbox, ProjectBroadcast
 from storyline.persistence.embedded import embedded_server
 from storyline.persistence.listener import CHANNEL, PostgresListener
-from tests.conftest import migrated_database
+from storyline.persistence.migrate import migrate
+from tests.conftest import create_database, migrated_database
 from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token
 from tests.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, start
@@ -592,3 +593,33 @@ async def test_storyline_cleans_up_after_its_listener_failed_to_connect() -> Non
         await asyncio.wait_for(broadcast.disconnect(), WAIT)
     finally:
         await listener.disconnect()
+
+
+# --- every spelling of a PostgreSQL URL ------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+asyncpg", "postgres"])
+async def test_storyline_goes_live_with_a_sqlalchemy_or_short_scheme_url(
+    server_url: str, fake_upstream: tuple[FakeVideoService, str], scheme: str
+) -> None:
+    plain = await create_database(server_url)
+    assert plain.startswith("postgresql://"), plain
+    url = scheme + plain.removeprefix("postgresql")
+    await asyncio.to_thread(migrate, url)
+    # The listener gives up after 30 s: fail well before that.
+    async with (
+        asyncio.timeout(20),
+        storyline(
+            url, upstream_url=fake_upstream[1], upstream_token="upstream-secret-token"
+        ) as api,
+    ):
+        assert await readiness(api) == (200, {"database": "ok", "listener": "connected"})
+        user = new_user()
+        project = (await api.generate(user))["data"]["generateStory"]
+        async with connected(api.url, token(user)) as ws:
+            await start(ws, project["id"])
+            assert (await first_event(ws))["version"] == project["version"]
+            done = await api.report(projectId=project["id"], status="COMPLETED")
+            assert "errors" not in done, done
+            events = await asyncio.wait_for(collect(ws), WAIT)
+            assert [event["status"] for event in events] == ["COMPLETED"]

@@ -121,11 +121,13 @@ class GraphQLApp(GraphQL[Context, None]):
 def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starlette:
     """``self_url`` is where this instance is reachable; the built-in simulator reports there."""
     jwt_secret = settings.resolved_jwt_secret()
+    upstream_token = settings.resolved_upstream_token()
     metrics = Metrics()
     simulator = None
     if settings.upstream_url is None:
         simulator = Simulator(
             callback_url=f"{self_url}/graphql",
+            token=upstream_token,
             pipeline_token=lambda: issue_token(
                 jwt_secret, "simulator", role=Role.PIPELINE, ttl=600
             ),
@@ -138,7 +140,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         engine = create_engine(database_url, pool_size=settings.db_pool_size)
         video = VideoService(
             settings.upstream_url or f"{self_url}{SIMULATOR_PATH}",
-            token=settings.upstream_token.get_secret_value(),
+            token=upstream_token,
             timeout=settings.upstream_timeout,
         )
         broadcast = ProjectBroadcast(PostgresListener(database_url))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,6 +13,9 @@ import jwt
 from storyline.domain.errors import Forbidden, Unauthenticated
 
 MAX_SUBJECT = 255
+# RFC 7519's NumericDate claims. PyJWT reads them with int(), which also takes numeric strings
+# and booleans; a cached principal would then carry no expiry at all.
+DATE_CLAIMS = ("exp", "nbf", "iat")
 
 
 class Role(enum.Enum):
@@ -59,6 +63,10 @@ def _storable(subject: str) -> bool:
     return True
 
 
+def _numeric_date(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def authenticate(secret: str, authorization: str | None) -> Principal:
     """The caller named by an ``Authorization: Bearer`` value; raises Unauthenticated."""
     if not authorization:
@@ -86,6 +94,8 @@ def _verified(secret: str, token: str) -> Principal:
         raise Unauthenticated("The token has expired.") from None
     except jwt.PyJWTError:
         raise Unauthenticated("The token is not valid.") from None
+    if not all(_numeric_date(claims[name]) for name in DATE_CLAIMS if name in claims):
+        raise Unauthenticated("The token's exp, nbf and iat must be numbers of seconds.")
     subject = claims["sub"]
     if not isinstance(subject, str) or not _storable(subject):
         raise Unauthenticated("The token's subject is not valid.")
@@ -94,4 +104,4 @@ def _verified(secret: str, token: str) -> Principal:
     except ValueError:
         raise Unauthenticated("The token's role is not valid.") from None
     expires = claims.get("exp")
-    return Principal(subject, role, float(expires) if isinstance(expires, (int, float)) else None)
+    return Principal(subject, role, None if expires is None else float(expires))

@@ -153,10 +153,19 @@ def _simulator(settings: Settings, args: argparse.Namespace) -> None:
     secret = settings.resolved_jwt_secret()
     simulator = Simulator(
         callback_url=args.callback_url,
+        token=settings.simulator_token(),
         pipeline_token=lambda: issue_token(secret, "simulator", role=Role.PIPELINE, ttl=600),
         step_seconds=settings.simulator_step_seconds,
         failure_rate=settings.simulator_failure_rate,
     )
+    if not settings.upstream_token.get_secret_value():
+        print(
+            "storyline simulator: accepting jobs that bear the token in"
+            f" {settings.data_dir / 'upstream-token'}: give it to `storyline serve`"
+            " as STORYLINE_UPSTREAM_TOKEN",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(simulator.app, host=args.host, port=args.port, log_level="info")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 128
+HOW_TO_GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
 
 
 class Settings(BaseSettings):
@@ -65,10 +69,17 @@ class Settings(BaseSettings):
 
     @field_validator("jwt_secret")
     @classmethod
-    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
-            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters for HS256")
-        return value
+    def _secret_unguessable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        if len(secret) < MIN_SECRET_LENGTH:
+            problem = f"must be at least {MIN_SECRET_LENGTH} characters for HS256"
+        elif estimated_bits(secret) < MIN_SECRET_BITS:
+            problem = f"looks guessable (below {MIN_SECRET_BITS} bits of entropy)"
+        else:
+            return value
+        raise ValueError(f"{problem}; make one with: {HOW_TO_GENERATE}")
 
     @model_validator(mode="after")
     def _pending_outlasts_the_upstream_call(self) -> Settings:
@@ -98,6 +109,34 @@ class Settings(BaseSettings):
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return _dev_secret(self.data_dir / "jwt-secret")
+
+    def simulator_token(self) -> str:
+        """The token the simulator accepts: the configured upstream token, or one generated
+        once and kept in the data directory."""
+        configured = self.upstream_token.get_secret_value()
+        return configured or _dev_secret(self.data_dir / "upstream-token")
+
+    def resolved_upstream_token(self) -> str:
+        """What the video service client sends; a real service's token is never invented."""
+        if self.upstream_url is None:
+            return self.simulator_token()
+        return self.upstream_token.get_secret_value()
+
+
+def estimated_bits(secret: str) -> float:
+    """An upper estimate of a secret's entropy: its shortest repeating block's length times
+    the Shannon entropy of that block's character frequencies.
+
+    Frequencies see what makes a secret weak in practice (whitespace, one character over
+    and over, a small alphabet, a word repeated) and cost nothing to compute; what they
+    cannot see (a phrase, a keyboard walk) would take a dictionary. secrets.token_urlsafe(48)
+    scores about 330 bits, a 32-digit hex string about 120 (it carries exactly 128: the
+    estimate errs towards refusing).
+    """
+    # (s + s).find(s, 1) is the shortest period of s when it divides len(s), else len(s).
+    block = secret[: (secret + secret).find(secret, 1)]
+    counts = Counter(block).values()
+    return -sum(count * math.log2(count / len(block)) for count in counts)
 
 
 def _dev_secret(path: Path) -> str:

@@ -15,13 +15,23 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
+# libpq's spellings (what operators write) and SQLAlchemy's (what its users write).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
 
 def sqlalchemy_url(url: str) -> URL:
-    """``postgresql://...`` (libpq style, as operators write it) for SQLAlchemy's asyncpg driver."""
+    """A PostgreSQL URL in any common spelling (``postgresql://``, ``postgres://``,
+    ``postgresql+asyncpg://``) as SQLAlchemy's asyncpg URL."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
+    if parsed.drivername.partition("+")[0] not in POSTGRES_SCHEMES:
         raise ValueError("the database URL must be a postgresql:// URL")
     return parsed.set(drivername="postgresql+asyncpg")
+
+
+def driver_url(url: str) -> str:
+    """The same URL as asyncpg takes it (libpq's form), for connections outside the pool."""
+    target = sqlalchemy_url(url).set(drivername="postgresql")
+    return target.render_as_string(hide_password=False)
 
 
 def create_engine(url: str, *, pool_size: int) -> AsyncEngine:

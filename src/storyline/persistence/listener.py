@@ -17,6 +17,8 @@ import asyncpg
 from broadcaster import Event
 from broadcaster._backends.base import BroadcastBackend
 
+from storyline.persistence.engine import driver_url
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "storyline_project"
@@ -32,7 +34,7 @@ class PostgresListener(BroadcastBackend):
         keepalive_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
     ) -> None:
-        self._url = url
+        self._url = driver_url(url)
         self._keepalive = keepalive_seconds
         self._max_backoff = max_backoff_seconds
         self._events: asyncio.Queue[Event] = asyncio.Queue()

@@ -1,4 +1,4 @@
-"""Table definitions for building queries. The DDL lives in migrations/, not here."""
+"""Table definitions for building queries. The DDL lives in storyline/migrations/, not here."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,12 +45,16 @@ class Simulator:
         self,
         *,
         callback_url: str,
+        token: str,
         pipeline_token: Callable[[], str],
         step_seconds: float,
         failure_rate: float,
         rng: random.Random | None = None,
     ) -> None:
+        if not token:
+            raise ValueError("the simulator needs a token to accept jobs with")
         self.callback_url = callback_url
+        self._expected = f"Bearer {token}".encode()
         self.pipeline_token = pipeline_token
         self.step_seconds = step_seconds
         self.failure_rate = failure_rate
@@ -70,7 +75,21 @@ class Simulator:
         await asyncio.gather(*self._runs, return_exceptions=True)
         await self._http.aclose()
 
+    def _refused(self, request: Request) -> JSONResponse | None:
+        """401 unless the caller sends the upstream token, as the video service requires: a
+        job accepted from anyone would have the simulator report on any project."""
+        sent = request.headers.get("authorization", "").encode()
+        if secrets.compare_digest(sent, self._expected):
+            return None
+        return JSONResponse(
+            {"detail": "a valid bearer token is required"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
     async def _create(self, request: Request) -> JSONResponse:
+        if refused := self._refused(request):
+            return refused
         try:
             body = await request.json()
             project_id = str(body["metadata"]["storyline_project_id"])
@@ -89,6 +108,8 @@ class Simulator:
         return JSONResponse({"id": job.id, "template_name": "story"}, status_code=201)
 
     async def _read(self, request: Request) -> JSONResponse:
+        if refused := self._refused(request):
+            return refused
         job = self.jobs.get(request.path_params["job_id"])
         if job is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
