@@ -19,11 +19,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any, cast
+from weakref import WeakValueDictionary
 
 import strawberry
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    Executor,
     FieldNode,
     GraphQLError,
     OperationType,
@@ -67,37 +69,56 @@ def project_status_field(document: DocumentNode, operation_name: str | None) -> 
     return root
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Selection:
-    """What one watcher asked for. Its payloads depend on nothing else, so ``key`` is
-    where an event keeps its rendering for every watcher that asked the same."""
+    """A document's operation with its variables, ready to execute for each event: all
+    that shapes a payload. Watchers that ask the same share one (see ``selection``), and
+    an event keeps its rendering under it for all of them."""
 
     document: DocumentNode
-    operation_name: str | None
-    variables: dict[str, Any] | None
-    key: tuple[str, str | None, str]
+    executor: Executor[Any]  # built without a root value, or any watcher's context
 
     async def render(self, schema: strawberry.Schema, event: ProjectEvent) -> str:
-        """The ``payload`` of a next message for this event; once per event and key."""
-        cached = event.rendered.get(self.key)
+        """The ``payload`` of a next message for this event; once per event and selection."""
+        cached = event.rendered.get(self)
         if cached is None:
-            executor = schema.execution_context_class.build(
-                schema._schema,  # the graphql-core schema
-                self.document,
-                ProjectStatusEvent.of(event),  # what Subscription.project_status yields
-                None,  # no watcher's context: the rendering is shared by watchers
-                self.variables,
-                self.operation_name,
-            )
-            if isinstance(executor, list):  # coerced once already when the watch started
-                raise GraphQLError("The variables no longer coerce.")
+            # The event as Subscription.project_status yields it, executed as graphql-core
+            # executes each event of a subscription.
+            executor = self.executor.build_per_event_executor(ProjectStatusEvent.of(event))
             result = execute_subscription_event(executor)
             if isawaitable(result):
                 result = await result
             sent = payload(schema, result)
             cached = json.dumps(sent, separators=(",", ":"))
-            event.rendered[self.key] = cached
+            event.rendered[self] = cached
         return cached
+
+
+# The selections being watched, by schema, query text, operation name and variables.
+SELECTIONS: WeakValueDictionary[tuple[object, str, str | None, str], Selection] = (
+    WeakValueDictionary()
+)
+
+
+def selection(
+    schema: strawberry.Schema,
+    query: str,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+) -> Selection | None:
+    """The shared selection for a validated document; None when its variables do not
+    coerce (strawberry reports them)."""
+    key = (schema, query, operation_name, json.dumps(variables, sort_keys=True))
+    found = SELECTIONS.get(key)
+    if found is None:
+        executor = schema.execution_context_class.build(
+            schema._schema, document, None, None, variables, operation_name
+        )
+        if isinstance(executor, list):
+            return None
+        found = SELECTIONS[key] = Selection(document, executor)
+    return found
 
 
 def payload(schema: strawberry.Schema, result: ExecutionResult) -> dict[str, Any]:
@@ -139,22 +160,18 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if document is None or root is None:
             return None
         schema = self._schema
-        executor = schema.execution_context_class.build(
-            schema._schema, document, None, None, variables, name
-        )
-        if isinstance(executor, list):
-            return None  # variables that do not coerce: strawberry reports them
+        watched = selection(schema, query, document, name, variables)
+        if watched is None:
+            return None
         subscription = schema._schema.subscription_type
         assert subscription is not None  # the document validated against it
         try:
             arguments = get_argument_values(
-                subscription.fields[FIELD], root, executor.variable_values
+                subscription.fields[FIELD], root, watched.executor.variable_values
             )
         except GraphQLError:
             return None
-        project_id = arguments["projectId"]
-        key = (query, name, json.dumps(variables, sort_keys=True))
-        return Selection(document, name, variables, key), str(project_id)
+        return watched, str(arguments["projectId"])
 
     def _checked(self, query: str, operation_name: str | None) -> DocumentNode | None:
         """The document, parsed and validated as the ordinary path does it: None when it
@@ -185,7 +202,7 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             return None
         return None if context.pre_execution_errors else context.graphql_document
 
-    def _executing(self, operation: Operation[Context, None], selection: Selection) -> None:
+    def _executing(self, operation: Operation[Context, None], document: DocumentNode) -> None:
         """The extensions' execution hooks, as the ordinary path runs them when a
         subscription starts (OperationMetrics names the operation in the logs)."""
         context = ExecutionContext(
@@ -193,9 +210,9 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             schema=self._schema,
             allowed_operations=SUBSCRIPTION,
             context=self.context,
-            variables=selection.variables,
-            provided_operation_name=selection.operation_name,
-            graphql_document=selection.document,
+            variables=operation.variables,
+            provided_operation_name=operation.operation_name,
+            graphql_document=document,
         )
         with self._extensions(context).executing():
             pass
@@ -211,17 +228,17 @@ class FanoutTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         return cast("strawberry.Schema", self.schema)
 
     async def _watch(
-        self, operation: Operation[Context, None], selection: Selection, project_id: str
+        self, operation: Operation[Context, None], watched: Selection, project_id: str
     ) -> None:
         services = self.context.services
         prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
         send = _sender(self.websocket.ws)  # type: ignore[attr-defined]  # starlette's socket
         try:
-            self._executing(operation, selection)
+            self._executing(operation, watched.document)
             events = watch_project(services, self.context.principal, project_id)
             async with aclosing(events):
                 async for event in events:
-                    text = f"{prefix}{await selection.render(self._schema, event)}}}"
+                    text = f"{prefix}{await watched.render(self._schema, event)}}}"
                     await send({"type": "websocket.send", "text": text})
                     services.metrics.events.inc()
                     del event  # nothing of it is kept while the watcher waits
