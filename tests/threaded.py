@@ -46,13 +46,20 @@ class World:
     async def _start(self, server_url: str, settings: dict[str, Any]) -> tuple[Api, AsyncEngine]:
         url = await migrated_database(server_url)
         upstream = await self.stack.enter_async_context(serving(self.fake.app))
-        api = await self.stack.enter_async_context(
-            storyline(url, upstream_url=upstream, **settings)
-        )
+        self.settings = {"upstream_url": upstream, **settings}
+        self.database_url = url
+        api = await self.stack.enter_async_context(storyline(url, **self.settings))
         self.fake.api = api
         engine = create_async_engine(sqlalchemy_url(url))
         self.stack.push_async_callback(engine.dispose)
         return api, engine
+
+    def another(self) -> Api:
+        """One more instance on the same database, configured alike; the fake video
+        service still reports to the first."""
+        return self.loop.run(
+            self.stack.enter_async_context(storyline(self.database_url, **self.settings))
+        )
 
     def close(self) -> None:
         self.loop.run(self.stack.aclose())

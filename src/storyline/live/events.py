@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,8 +21,8 @@ class ProjectEvent:
     error_message: str | None
     result_url: str | None
     updated_at: datetime
-    # Payload texts rendered from this event, by selection: shared by all its watchers.
-    rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Payload texts rendered from this event, by selection key: shared by all its watchers.
+    rendered: dict[Hashable, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, record: ProjectRecord) -> ProjectEvent:

@@ -38,6 +38,7 @@ from graphql import (
     Node,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     ValidationContext,
     parse,
@@ -66,20 +67,6 @@ class Checked:
     @property
     def valid(self) -> bool:
         return self.document is not None and not self.errors
-
-    def fresh_errors(self) -> list[GraphQLError]:
-        """Copies of the errors: a cached error raised or extended in place would carry one
-        request's traceback (and its frames) into every later answer."""
-        return [
-            GraphQLError(
-                error.message,
-                nodes=error.nodes,
-                source=error.source,
-                positions=error.positions,
-                extensions=error.extensions,
-            )
-            for error in self.errors
-        ]
 
 
 class DocumentGuard:
@@ -141,10 +128,8 @@ class DocumentGuard:
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
+            error.__traceback__ = None  # kept in the cache: without the parser's frames
             return Checked(None, (error,))
-        except RecursionError:
-            # Nesting that the token limit admits can still exceed Python's stack.
-            return Checked(None, (GraphQLError("The document is nested too deeply."),))
         errors = validate(self.schema, document, self.rules)
         if not self.introspection:
             errors = [_without_suggestions(error) for error in errors]
@@ -163,7 +148,14 @@ def _without_suggestions(error: GraphQLError) -> GraphQLError:
 
 
 class GuardedDocuments(SchemaExtension):
-    """strawberry's parse and validate steps, done by the schema's guard (and its cache)."""
+    """strawberry's parse and validate steps, done by the schema's guard (and its cache).
+
+    A document that did not parse is answered as one that did not validate (a
+    pre-execution error, BAD_USER_INPUT): strawberry is handed a document with one empty
+    operation of an allowed type, and the errors as already found, so it neither parses
+    nor validates again. (Raised from here instead, a parse error would escape strawberry's
+    subscription handler: a bare ``complete`` and an ERROR logged.)
+    """
 
     checked: Checked | None = None
 
@@ -173,15 +165,34 @@ class GuardedDocuments(SchemaExtension):
         if context.query and context.graphql_document is None:
             self.checked = guard.check(context.query)
             if self.checked.document is None:
-                raise self.checked.fresh_errors()[0]
-            context.graphql_document = self.checked.document
+                allowed = next(iter(context.allowed_operations))
+                context.graphql_document = _unparsed(OperationType(allowed.value))
+                context.pre_execution_errors = list(self.checked.errors)
+            else:
+                context.graphql_document = self.checked.document
         yield
 
     def on_validate(self) -> Iterator[None]:
-        if self.checked is not None:
+        if self.checked is not None and self.checked.document is not None:
             # Set, even when empty: strawberry then skips its own validation.
-            self.execution_context.pre_execution_errors = self.checked.fresh_errors()
+            self.execution_context.pre_execution_errors = list(self.checked.errors)
         yield
+
+
+def _unparsed(operation: OperationType) -> DocumentNode:
+    return DocumentNode(
+        definitions=(
+            OperationDefinitionNode(
+                operation=operation, selection_set=SelectionSetNode(selections=())
+            ),
+        )
+    )
+
+
+def unparsed(document: DocumentNode | None) -> bool:
+    """Whether a request's document is missing or stands in for one that did not parse
+    (parsed documents keep their locations)."""
+    return document is None or document.loc is None
 
 
 def limits_rule(*, max_depth: int, max_aliases: int) -> type[ASTValidationRule]:

@@ -1,224 +1,231 @@
-"""The projectStatus fan-out path: each event serialised once per distinct selection.
+"""The projectStatus fan-out path: each event rendered once per distinct selection.
 
 strawberry executes a subscription's selection set for every watcher and every event;
 with a thousand watchers of one project that is a thousand identical executions and JSON
-encodings per change. For the documents editors actually send (``projectStatus`` with
-plain fields, validated against the schema once per query text), this handler renders an
-event's payload once per selection and sends the same text to every watcher that asked
-for it. Any other document takes strawberry's ordinary path, unchanged.
+encodings per change. This handler serves a ``projectStatus`` subscription itself: the
+document is checked by the schema's DocumentGuard, as on the ordinary path, each event is
+executed by graphql-core against that document once per distinct (document, operation,
+variables), and the same text goes to every watcher that asked for it. Anything else,
+including every document that is not valid, takes strawberry's ordinary path.
+tests/test_fanout_equivalence.py holds both paths equal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from functools import lru_cache
+from inspect import isawaitable
 from typing import Any, cast
+from weakref import WeakValueDictionary
 
+import strawberry
 from graphql import (
     DocumentNode,
+    ExecutionResult,
+    Executor,
     FieldNode,
     GraphQLError,
-    GraphQLSchema,
-    OperationDefinitionNode,
     OperationType,
-    StringValueNode,
-    VariableNode,
-    parse,
-    validate,
+    execute_subscription_event,
+    get_argument_values,
+    get_operation_ast,
 )
 from starlette.types import Message
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
-    NextMessage,
-    SubscribeMessage,
-)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMessage
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
-from storyline.domain.errors import StorylineError
 from storyline.live.events import ProjectEvent
 from storyline.resolvers.subscriptions import watch_project
 from storyline.schema.context import Context
-from storyline.schema.errors import MASKED_MESSAGE
+from storyline.schema.errors import for_client
+from storyline.schema.roots import StorylineSchema
 from storyline.schema.subprotocols import TransportWS
-
-log = logging.getLogger(__name__)
+from storyline.schema.types import ProjectStatusEvent
 
 FIELD = "projectStatus"
-# How each field of ProjectStatusEvent reads off an event, as strawberry would serialise it.
-VALUES: dict[str, Callable[[ProjectEvent], object]] = {
-    "projectId": lambda e: e.project_id,
-    "status": lambda e: e.status.value,
-    "version": lambda e: e.version,
-    "progress": lambda e: e.progress,
-    "stage": lambda e: e.stage,
-    "errorMessage": lambda e: e.error_message,
-    "resultUrl": lambda e: e.result_url,
-    "updatedAt": lambda e: e.updated_at.isoformat(),
-    "__typename": lambda e: "ProjectStatusEvent",
-}
-MAX_QUERY_LENGTH = 2000
+SUBSCRIPTION = (StrawberryOperationType.SUBSCRIPTION,)
 # The scope key under which the app keeps the server's own send for a WebSocket.
 RAW_SEND = "storyline.send"
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A projectStatus subscription this module can serve: where the id comes from, and
-    which fields (response key, field name) to render."""
+def project_status_field(document: DocumentNode, operation_name: str | None) -> FieldNode | None:
+    """The root field of a subscription to projectStatus, written as a plain field (no
+    directive, not behind a fragment); None for any other operation."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
+        return None
+    [root, *others] = operation.selection_set.selections
+    if others or not isinstance(root, FieldNode) or root.name.value != FIELD or root.directives:
+        return None
+    return root
 
-    key: str
-    response_key: str
-    project_id: str | None  # a literal id, or None when it comes from ``variable``
-    variable: str | None
-    fields: tuple[tuple[str, str], ...]
-    location: dict[str, int]
 
-    def render(self, event: ProjectEvent) -> str:
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
+class Selection:
+    """A document's operation with its variables, ready to execute for each event: all
+    that shapes a payload. Watchers that ask the same share one (see ``selection``), and
+    an event keeps its rendering under it for all of them."""
+
+    document: DocumentNode
+    executor: Executor[Any]  # built without a root value, or any watcher's context
+
+    async def render(self, schema: strawberry.Schema, event: ProjectEvent) -> str:
         """The ``payload`` of a next message for this event; once per event and selection."""
-        cached = event.rendered.get(self.key)
+        cached = event.rendered.get(self)
         if cached is None:
-            selected = {key: VALUES[name](event) for key, name in self.fields}
-            cached = json.dumps({"data": {self.response_key: selected}}, separators=(",", ":"))
-            event.rendered[self.key] = cached
+            # The event as Subscription.project_status yields it, executed as graphql-core
+            # executes each event of a subscription.
+            executor = self.executor.build_per_event_executor(ProjectStatusEvent.of(event))
+            result = execute_subscription_event(executor)
+            if isawaitable(result):
+                result = await result
+            sent = payload(schema, result)
+            cached = json.dumps(sent, separators=(",", ":"))
+            event.rendered[self] = cached
         return cached
 
 
-def compile_plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> Plan | None:
-    """A plan for a document that asks for nothing but projectStatus's plain fields."""
-    return _compile(schema, query, operation_name) if len(query) <= MAX_QUERY_LENGTH else None
+# The selections being watched, by schema, query text, operation name and variables.
+SELECTIONS: WeakValueDictionary[tuple[object, str, str | None, str], Selection] = (
+    WeakValueDictionary()
+)
 
 
-@lru_cache(maxsize=256)
-def _compile(schema: GraphQLSchema, query: str, operation_name: str | None) -> Plan | None:
-    try:
-        document = parse(query)
-    except GraphQLError:
-        return None
-    if validate(schema, document):
-        return None  # strawberry reports the errors, as usual
-    operation = _single_operation(document, operation_name)
-    if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
-        return None
-    [root] = operation.selection_set.selections
-    if not isinstance(root, FieldNode) or root.name.value != FIELD or root.directives:
-        return None
-    arguments = root.arguments or ()
-    if len(arguments) != 1:
-        return None
-    [argument] = arguments
-    fields: list[tuple[str, str]] = []
-    for selection in root.selection_set.selections if root.selection_set else ():
-        if not isinstance(selection, FieldNode) or selection.directives:
-            return None  # fragments and directives take the ordinary path
-        name = selection.name.value
-        fields.append((selection.alias.value if selection.alias else name, name))
-    value = argument.value
-    literal = value.value if isinstance(value, StringValueNode) else None
-    variable = value.name.value if isinstance(value, VariableNode) else None
-    if literal is None and variable is None:
-        return None
-    location = root.loc.source.get_location(root.loc.start) if root.loc else None
-    return Plan(
-        key=repr(fields),
-        response_key=root.alias.value if root.alias else FIELD,
-        project_id=literal,
-        variable=variable,
-        fields=tuple(fields),
-        location={"line": location.line, "column": location.column} if location else {},
-    )
+def selection(
+    schema: strawberry.Schema,
+    query: str,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+) -> Selection | None:
+    """The shared selection for a validated document; None when its variables do not
+    coerce (strawberry reports them)."""
+    key = (schema, query, operation_name, json.dumps(variables, sort_keys=True))
+    found = SELECTIONS.get(key)
+    if found is None:
+        executor = schema.execution_context_class.build(
+            schema._schema, document, None, None, variables, operation_name
+        )
+        if isinstance(executor, list):
+            return None
+        found = SELECTIONS[key] = Selection(document, executor)
+    return found
 
 
-def _single_operation(
-    document: DocumentNode, operation_name: str | None
-) -> OperationDefinitionNode | None:
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if len(operations) != len(document.definitions):
-        return None  # fragments: the ordinary path
-    if operation_name is None:
-        return operations[0] if len(operations) == 1 else None
-    named = [o for o in operations if o.name is not None and o.name.value == operation_name]
-    return named[0] if len(named) == 1 else None
+def payload(schema: strawberry.Schema, result: ExecutionResult) -> dict[str, Any]:
+    """A result as strawberry's handler sends it: errors logged by the schema and mapped
+    for the client (what ClientErrors does to each result on the ordinary path)."""
+    sent: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        schema.process_errors(result.errors)
+        sent["errors"] = [for_client(error).formatted for error in result.errors]
+    return sent
 
 
 class FanoutTransportWS(TransportWS):
-    """graphql-transport-ws, with projectStatus served by plans."""
+    """graphql-transport-ws, with projectStatus rendered once per event and selection.
 
-    async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        payload = message["payload"]
-        query, name = payload.get("query"), payload.get("operationName")
-        plan = None
-        if isinstance(query, str) and (name is None or isinstance(name, str)):
-            plan = compile_plan(
-                self.schema._schema,  # type: ignore[attr-defined]  # the graphql-core schema
-                query,
-                name,
-            )
-        variables = payload.get("variables") or {}
-        project_id = plan.project_id if plan is not None else None
-        if plan is not None and plan.variable is not None:
-            given = variables.get(plan.variable) if isinstance(variables, dict) else None
-            project_id = given if isinstance(given, str) else None
-        if (
-            plan is None
-            or project_id is None
-            or not self.connection_acknowledged
-            or message["id"] in self.operations
-            or (
-                self.max_subscriptions_per_connection is not None
-                and len(self.operations) >= self.max_subscriptions_per_connection
-            )
-        ):
-            # Anything unusual, including every protocol error, is strawberry's to answer.
-            await super().handle_subscribe(message)
+    strawberry's handle_subscribe runs first, unchanged (acknowledged connection, unique
+    id, per-connection limit); only the operation it starts is decided here.
+    """
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        served = self._served(operation)
+        if served is None:
+            await super().run_operation(operation)
             return
-        operation: Operation[Context, None] = Operation(
-            self, message["id"], payload["query"], variables, payload.get("operationName")
+        await self._watch(operation, *served)
+
+    def _served(self, operation: Operation[Context, None]) -> tuple[Selection, str] | None:
+        """The selection and project id of a projectStatus subscription this handler can
+        serve; None for anything the ordinary path is to answer."""
+        query, name, variables = operation.query, operation.operation_name, operation.variables
+        if not (
+            isinstance(query, str)
+            and (name is None or isinstance(name, str))
+            and (variables is None or isinstance(variables, dict))
+        ):
+            return None
+        document = self._checked(query, name)
+        root = None if document is None else project_status_field(document, name)
+        if document is None or root is None:
+            return None
+        schema = self._schema
+        watched = selection(schema, query, document, name, variables)
+        if watched is None:
+            return None
+        subscription = schema._schema.subscription_type
+        assert subscription is not None  # the document validated against it
+        try:
+            arguments = get_argument_values(
+                subscription.fields[FIELD], root, watched.executor.variable_values
+            )
+        except GraphQLError:
+            return None
+        return watched, str(arguments["projectId"])
+
+    def _checked(self, query: str, operation_name: str | None) -> DocumentNode | None:
+        """The document if it passes every check of the ordinary path (the schema's one
+        DocumentGuard, with its cache); None lets the ordinary path answer the errors."""
+        checked = self._schema.documents.check(query)
+        return checked.document if checked.valid else None
+
+    def _executing(self, operation: Operation[Context, None], document: DocumentNode) -> None:
+        """The extensions' execution hooks, as the ordinary path runs them when a
+        subscription starts (OperationMetrics names the operation in the logs)."""
+        context = ExecutionContext(
+            query=operation.query,
+            schema=self._schema,
+            allowed_operations=SUBSCRIPTION,
+            context=self.context,
+            variables=operation.variables,
+            provided_operation_name=operation.operation_name,
+            graphql_document=document,
         )
-        operation.task = asyncio.create_task(self._watch(operation, plan, project_id))
-        operation.task.add_done_callback(self._task_done)
-        self.operations[message["id"]] = operation
+        with self._extensions(context).executing():
+            pass
+
+    def _extensions(self, context: ExecutionContext) -> SchemaExtensionsRunner:
+        extensions = self._schema.get_extensions()
+        for extension in extensions:
+            extension.execution_context = context
+        return self._schema.create_extensions_runner(context, extensions)
+
+    @property
+    def _schema(self) -> StorylineSchema:
+        return cast("StorylineSchema", self.schema)
 
     async def _watch(
-        self, operation: Operation[Context, None], plan: Plan, project_id: str
+        self, operation: Operation[Context, None], watched: Selection, project_id: str
     ) -> None:
         services = self.context.services
         prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
         send = _sender(self.websocket.ws)  # type: ignore[attr-defined]  # starlette's socket
         try:
+            self._executing(operation, watched.document)
             events = watch_project(services, self.context.principal, project_id)
             async with aclosing(events):
                 async for event in events:
-                    text = f"{prefix}{plan.render(event)}}}"
+                    text = f"{prefix}{await watched.render(self._schema, event)}}}"
                     await send({"type": "websocket.send", "text": text})
                     services.metrics.events.inc()
                     del event  # nothing of it is kept while the watcher waits
-        except StorylineError as expected:
-            await self._fail(operation, plan, expected.message, expected.code, expected.extensions)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("unexpected error in projectStatus")
-            await self._fail(operation, plan, MASKED_MESSAGE, "INTERNAL_SERVER_ERROR", {})
+        except Exception as failure:
+            # An error raised by the event stream, wrapped as strawberry wraps it.
+            error = failure if isinstance(failure, GraphQLError) else None
+            error = error or GraphQLError(str(failure), original_error=failure)
+            result = ExecutionResult(data=None, errors=[error])
+            message = {"id": operation.id, "type": "next", "payload": payload(self._schema, result)}
+            await operation.send_operation_message(cast("NextMessage", message))
         await operation.send_operation_message({"id": operation.id, "type": "complete"})
-
-    async def _fail(
-        self,
-        operation: Operation[Context, None],
-        plan: Plan,
-        message: str,
-        code: str,
-        extensions: dict[str, Any],
-    ) -> None:
-        error: dict[str, Any] = {"message": message, "path": [plan.response_key]}
-        if plan.location:
-            error["locations"] = [plan.location]
-        error["extensions"] = {"code": code, **extensions}
-        failure = {"id": operation.id, "type": "next", "payload": {"data": None, "errors": [error]}}
-        await operation.send_operation_message(cast("NextMessage", failure))
 
 
 def _sender(socket: Any) -> Callable[[Message], Awaitable[None]]:

@@ -10,6 +10,7 @@ from strawberry.extensions import SchemaExtension
 
 from storyline import logs
 from storyline.schema.context import Context
+from storyline.schema.documents import unparsed
 
 ROOT_FIELDS = frozenset(
     {"me", "project", "projects", "price", "generateStory", "updateStatus", "grantCredits"}
@@ -38,8 +39,9 @@ class OperationMetrics(SchemaExtension):
     def _operation(self) -> str | None:
         """The first root field's name; None for a subscription."""
         document = self.execution_context.graphql_document
-        if document is None:
+        if unparsed(document):
             return "unparsed"
+        assert document is not None
         name = self.execution_context.operation_name
         for definition in document.definitions:
             if not isinstance(definition, OperationDefinitionNode):
