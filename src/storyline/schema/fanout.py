@@ -68,12 +68,22 @@ def project_status_field(document: DocumentNode, operation_name: str | None) -> 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Selection:
-    """A document's operation with its variables, ready to execute for each event: all
-    that shapes a payload. Watchers that ask the same share one (see ``selection``), and
-    an event keeps its rendering under it for all of them."""
+    """A document's operation with its variables: all that shapes a payload. Watchers that
+    ask the same share one (see ``selection``), and an event keeps its rendering under it
+    for all of them. It holds no executor: one per watcher (thousands, each with its own
+    project id in its variables) would cost more memory than the watcher's socket."""
 
     document: DocumentNode
-    executor: Executor[Any]  # built without a root value, or any watcher's context
+    operation_name: str | None
+    variables: dict[str, Any] | None
+
+    def executor(self, schema: strawberry.Schema, root: object) -> Executor[Any] | None:
+        """graphql-core's executor for this selection (None if the variables do not
+        coerce), built without any watcher's context."""
+        built = schema.execution_context_class.build(
+            schema._schema, self.document, root, None, self.variables, self.operation_name
+        )
+        return None if isinstance(built, list) else built
 
     async def render(self, schema: strawberry.Schema, event: ProjectEvent) -> str:
         """The ``payload`` of a next message for this event; once per event and selection."""
@@ -81,7 +91,8 @@ class Selection:
         if cached is None:
             # The event as Subscription.project_status yields it, executed as graphql-core
             # executes each event of a subscription.
-            executor = self.executor.build_per_event_executor(ProjectStatusEvent.of(event))
+            executor = self.executor(schema, ProjectStatusEvent.of(event))
+            assert executor is not None  # the variables coerced when the watch began
             result = execute_subscription_event(executor)
             if isawaitable(result):
                 result = await result
@@ -103,18 +114,12 @@ def selection(
     document: DocumentNode,
     operation_name: str | None,
     variables: dict[str, Any] | None,
-) -> Selection | None:
-    """The shared selection for a validated document; None when its variables do not
-    coerce (strawberry reports them)."""
+) -> Selection:
+    """The shared selection for a validated document and its variables."""
     key = (schema, query, operation_name, json.dumps(variables, sort_keys=True))
     found = SELECTIONS.get(key)
     if found is None:
-        executor = schema.execution_context_class.build(
-            schema._schema, document, None, None, variables, operation_name
-        )
-        if isinstance(executor, list):
-            return None
-        found = SELECTIONS[key] = Selection(document, executor)
+        found = SELECTIONS[key] = Selection(document, operation_name, variables)
     return found
 
 
@@ -158,13 +163,14 @@ class FanoutTransportWS(TransportWS):
             return None
         schema = self._schema
         watched = selection(schema, query, document, name, variables)
-        if watched is None:
-            return None
+        executor = watched.executor(schema, None)
+        if executor is None:
+            return None  # variables that do not coerce: strawberry reports them
         subscription = schema._schema.subscription_type
         assert subscription is not None  # the document validated against it
         try:
             arguments = get_argument_values(
-                subscription.fields[FIELD], root, watched.executor.variable_values
+                subscription.fields[FIELD], root, executor.variable_values
             )
         except GraphQLError:
             return None
