@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from graphql import parse
 from websockets.asyncio.client import ClientConnection
 
-from storyline.schema.fanout import project_status_field
+from storyline.schema.fanout import SELECTIONS, project_status_field
 from tests.support import Api, new_user, token
 from tests.watch import connected
 
@@ -95,3 +96,23 @@ async def test_fanout_errors_match_the_ordinary_path(api: Api) -> None:
         assert payload["data"] is None
         assert payload["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
         assert payload["errors"][0]["message"] == "Project not found."
+
+
+async def test_watchers_of_different_projects_share_a_selection_not_their_events(
+    api: Api,
+) -> None:
+    """One document, each project id in its variables: one shared selection (the id picks
+    the events, it does not shape them), and each watcher sees its own project only."""
+    user = new_user()
+    projects = [await api.generate(user, quality="SD") for _ in range(2)]
+    first, second = [project["data"]["generateStory"] for project in projects]
+    async with connected(api.url, token(user)) as ws:
+        await subscribe(ws, "first", PLAIN, first["id"])
+        await subscribe(ws, "second", PLAIN, second["id"])
+        await asyncio.sleep(0.3)
+        assert [key for key in SELECTIONS if key[1] == PLAIN] == [ANY]
+        await api.report(projectId=first["id"], status="COMPLETED", resultUrl="https://v/1")
+        await api.report(projectId=second["id"], status="FAILED", errorMessage="no")
+        seen = await messages_until_complete(ws, 2)
+    assert [p["data"]["watch"]["status"] for p in seen["first"]] == ["PROCESSING", "COMPLETED"]
+    assert [p["data"]["watch"]["status"] for p in seen["second"]] == ["PROCESSING", "FAILED"]

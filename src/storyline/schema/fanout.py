@@ -23,15 +23,19 @@ from weakref import WeakValueDictionary
 
 import strawberry
 from graphql import (
+    ArgumentNode,
     DocumentNode,
     ExecutionResult,
     Executor,
     FieldNode,
     GraphQLError,
     OperationType,
+    VariableNode,
+    Visitor,
     execute_subscription_event,
     get_argument_values,
     get_operation_ast,
+    visit,
 )
 from starlette.types import Message
 from strawberry.extensions.runner import SchemaExtensionsRunner
@@ -102,7 +106,8 @@ class Selection:
         return cached
 
 
-# The selections being watched, by schema, query text, operation name and variables.
+# The selections being watched, by schema, query text, operation name and the variables
+# that shape a payload.
 SELECTIONS: WeakValueDictionary[tuple[object, str, str | None, str], Selection] = (
     WeakValueDictionary()
 )
@@ -112,15 +117,42 @@ def selection(
     schema: strawberry.Schema,
     query: str,
     document: DocumentNode,
+    root: FieldNode,
     operation_name: str | None,
     variables: dict[str, Any] | None,
 ) -> Selection:
-    """The shared selection for a validated document and its variables."""
-    key = (schema, query, operation_name, json.dumps(variables, sort_keys=True))
+    """The shared selection for a validated document and its variables.
+
+    A variable used only in the root field's arguments (the project id, as editors write
+    it) chooses the events, not their payload: it is left out of the key, so the watchers
+    of every project with one document share one selection."""
+    shaping = _variables_below(document, root)
+    given = {name: value for name, value in (variables or {}).items() if name in shaping}
+    key = (schema, query, operation_name, json.dumps(given, sort_keys=True))
     found = SELECTIONS.get(key)
     if found is None:
         found = SELECTIONS[key] = Selection(document, operation_name, variables)
     return found
+
+
+def _variables_below(document: DocumentNode, root: FieldNode) -> set[str]:
+    """The variables a document uses anywhere but in ``root``'s arguments (and in the
+    definitions that declare them)."""
+    used: set[str] = set()
+    in_root = {id(argument) for argument in root.arguments or ()}
+
+    class Uses(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_: object) -> object:
+            return Visitor.SKIP if id(node) in in_root else None
+
+        def enter_variable_definition(self, *_: object) -> object:
+            return Visitor.SKIP
+
+        def enter_variable(self, node: VariableNode, *_: object) -> None:
+            used.add(node.name.value)
+
+    visit(document, Uses())
+    return used
 
 
 def payload(schema: strawberry.Schema, result: ExecutionResult) -> dict[str, Any]:
@@ -162,8 +194,7 @@ class FanoutTransportWS(TransportWS):
         if document is None or root is None:
             return None
         schema = self._schema
-        watched = selection(schema, query, document, name, variables)
-        executor = watched.executor(schema, None)
+        executor = Selection(document, name, variables).executor(schema, None)
         if executor is None:
             return None  # variables that do not coerce: strawberry reports them
         subscription = schema._schema.subscription_type
@@ -174,6 +205,7 @@ class FanoutTransportWS(TransportWS):
             )
         except GraphQLError:
             return None
+        watched = selection(schema, query, document, root, name, variables)
         return watched, str(arguments["projectId"])
 
     def _checked(self, query: str, operation_name: str | None) -> DocumentNode | None:
