@@ -290,14 +290,15 @@ def test_every_watcher_receives_what_the_ordinary_path_sends(
 ) -> None:
     calls = 0
     served = 0  # watches the fast path served itself: the comparison is not vacuous
-    watch = FanoutTransportWS._watch
+    decide = FanoutTransportWS._served
 
-    async def counted(*args: Any) -> None:
+    def counted(handler: FanoutTransportWS, operation: Any) -> Any:
         nonlocal served
-        served += 1
-        await watch(*args)
+        decided = decide(handler, operation)
+        served += decided is not None
+        return decided
 
-    monkeypatch.setattr(FanoutTransportWS, "_watch", counted)
+    monkeypatch.setattr(FanoutTransportWS, "_served", counted)
 
     @given(scenario=scenarios())
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

@@ -173,11 +173,35 @@ class FanoutTransportWS(TransportWS):
     """
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # The watch runs in this coroutine itself: a frame awaited from here would be
+        # one more frame held by every idle watcher.
         served = self._served(operation)
         if served is None:
             await super().run_operation(operation)
             return
-        await self._watch(operation, *served)
+        watched, project_id = served
+        services = self.context.services
+        prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
+        send = _sender(self.websocket.ws)  # type: ignore[attr-defined]  # starlette's socket
+        try:
+            self._executing(operation, watched.document)
+            events = watch_project(services, self.context.principal, project_id)
+            async with aclosing(events):
+                async for event in events:
+                    text = f"{prefix}{await watched.render(self._schema, event)}}}"
+                    await send({"type": "websocket.send", "text": text})
+                    services.metrics.events.inc()
+                    del event  # nothing of it is kept while the watcher waits
+        except asyncio.CancelledError:
+            raise
+        except Exception as failure:
+            # An error raised by the event stream, wrapped as strawberry wraps it.
+            error = failure if isinstance(failure, GraphQLError) else None
+            error = error or GraphQLError(str(failure), original_error=failure)
+            result = ExecutionResult(data=None, errors=[error])
+            message = {"id": operation.id, "type": "next", "payload": payload(self._schema, result)}
+            await operation.send_operation_message(cast("NextMessage", message))
+        await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
     def _served(self, operation: Operation[Context, None]) -> tuple[Selection, str] | None:
         """The selection and project id of a projectStatus subscription this handler can
@@ -238,32 +262,6 @@ class FanoutTransportWS(TransportWS):
     @property
     def _schema(self) -> StorylineSchema:
         return cast("StorylineSchema", self.schema)
-
-    async def _watch(
-        self, operation: Operation[Context, None], watched: Selection, project_id: str
-    ) -> None:
-        services = self.context.services
-        prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
-        send = _sender(self.websocket.ws)  # type: ignore[attr-defined]  # starlette's socket
-        try:
-            self._executing(operation, watched.document)
-            events = watch_project(services, self.context.principal, project_id)
-            async with aclosing(events):
-                async for event in events:
-                    text = f"{prefix}{await watched.render(self._schema, event)}}}"
-                    await send({"type": "websocket.send", "text": text})
-                    services.metrics.events.inc()
-                    del event  # nothing of it is kept while the watcher waits
-        except asyncio.CancelledError:
-            raise
-        except Exception as failure:
-            # An error raised by the event stream, wrapped as strawberry wraps it.
-            error = failure if isinstance(failure, GraphQLError) else None
-            error = error or GraphQLError(str(failure), original_error=failure)
-            result = ExecutionResult(data=None, errors=[error])
-            message = {"id": operation.id, "type": "next", "payload": payload(self._schema, result)}
-            await operation.send_operation_message(cast("NextMessage", message))
-        await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
 
 def _sender(socket: Any) -> Callable[[Message], Awaitable[None]]:
