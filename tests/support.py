@@ -20,8 +20,8 @@ from starlette.types import ASGIApp
 from storyline.app import create_app
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
+from storyline.server import uvicorn_options
 from storyline.services import Services
-from storyline.websocket import uvicorn_options
 
 JWT_SECRET = "test-secret-" + "x" * 40
 

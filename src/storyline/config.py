@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_query_tokens: int = Field(default=2000, ge=100, le=100_000)
     max_query_aliases: int = Field(default=30, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Seconds a client has to send a whole request (head and body): a slow or stalled
+    # sender is closed rather than holding a connection and its buffers.
+    request_timeout: float = Field(default=30.0, gt=0)
 
     # WebSocket keep-alive: a ping every interval (0: none); no pong within the timeout
     # closes the connection, and with it a vanished client's subscriptions.
