@@ -3,6 +3,7 @@ classic application/json behaviour for clients that ask for it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -75,6 +76,35 @@ async def test_get_runs_queries_but_not_mutations(api: Api) -> None:
         headers=headers,
     )
     assert mutation.status_code == 405
+    assert mutation.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"query": "{ price }", "variables": {"v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        b'{"query": "{ price }", "variables": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001,
+    ],
+    ids=["malformed", "nested arrays", "nested objects"],
+)
+async def test_a_body_that_is_not_json_we_can_read_is_bad_input(
+    api: Api, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {token(new_user())}", "Content-Type": "application/json"}
+    with caplog.at_level(logging.WARNING):
+        response = await api.http.post("/graphql", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(JSON)
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "JSON" in error["message"]
+    assert not errors_logged(caplog)
+    assert (await api.data("{ price }", auth=token(new_user()))) == {"price": 60}
 
 
 @pytest.mark.parametrize(

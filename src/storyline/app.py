@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,6 +68,30 @@ class GraphQLApp(GraphQL[Context, None]):
         if isinstance(response, Response):
             response.media_type = negotiate(request.headers.get("accept"))
         return Context(services=services, authorization=request.headers.get("authorization"))
+
+    async def run(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().run(request, *args, **kwargs)
+        except HTTPException as refused:
+            if isinstance(request, WebSocket):
+                raise
+            # strawberry answers its refusals (unreadable JSON, wrong method or operation
+            # type, no query) in plain text; clients read GraphQL errors with a code.
+            error = {"message": refused.reason, "extensions": {"code": "BAD_USER_INPUT"}}
+            media_type = negotiate(request.headers.get("accept"))
+            return JSONResponse(
+                {"errors": [error]},
+                status_code=refused.status_code,
+                media_type=f"{media_type}; charset=utf-8",
+            )
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return super().decode_json(data)
+        except RecursionError:
+            # Nested deeper than the decoder can go: as unreadable as malformed JSON, and
+            # refused the same way (HTTP: 400; WebSocket: closed with 4400).
+            raise json.JSONDecodeError("JSON nested too deeply", "", 0) from None
 
     async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
         try:
