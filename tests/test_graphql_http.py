@@ -107,6 +107,32 @@ async def test_a_body_that_is_not_json_we_can_read_is_bad_input(
     assert (await api.data("{ price }", auth=token(new_user()))) == {"price": 60}
 
 
+SUBSCRIPTION = 'subscription { projectStatus(projectId: "p") { status } }'
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("authorized", [True, False])
+async def test_a_subscription_over_http_is_told_to_use_the_websocket(
+    api: Api, method: str, authorized: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {token(new_user())}"} if authorized else {}
+    with caplog.at_level(logging.WARNING):
+        if method == "GET":
+            response = await api.http.get(
+                "/graphql", params={"query": SUBSCRIPTION}, headers=headers
+            )
+        else:
+            response = await api.http.post(
+                "/graphql", json={"query": SUBSCRIPTION}, headers=headers
+            )
+    assert response.status_code == 400, response.text
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "WebSocket" in error["message"]
+    assert "/graphql" in error["message"]
+    assert not errors_logged(caplog)
+
+
 @pytest.mark.parametrize(
     ("accept", "chosen"),
     [

@@ -27,6 +27,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from storyline import web
@@ -52,6 +53,10 @@ from storyline.upstream.simulator import Simulator
 log = logging.getLogger(__name__)
 
 SIMULATOR_PATH = "/simulator"
+SUBSCRIPTIONS_NEED_A_WEBSOCKET = (
+    "Subscriptions are served over a WebSocket: connect to /graphql with the"
+    " graphql-transport-ws (or graphql-ws) subprotocol."
+)
 KEEP_ALIVE_SECONDS = 15.0
 
 
@@ -97,10 +102,13 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             result = await super().execute_operation(*args, **kwargs)
         except HTTPException as refused:
-            if isinstance(refused.__cause__, InvalidOperationTypeError):
-                # A mutation over GET: the method is wrong, not the request.
-                raise HTTPException(405, refused.reason) from None
-            raise
+            wrong_type = refused.__cause__
+            if not isinstance(wrong_type, InvalidOperationTypeError):
+                raise
+            if wrong_type.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(400, SUBSCRIPTIONS_NEED_A_WEBSOCKET) from None
+            # A mutation over GET: the method is wrong, not the request.
+            raise HTTPException(405, refused.reason) from None
         sub_response: Response = kwargs["sub_response"]
         if sub_response.media_type == GRAPHQL_RESPONSE_JSON and not_executed(result):
             sub_response.status_code = 400
