@@ -133,6 +133,31 @@ async def test_a_subscription_over_http_is_told_to_use_the_websocket(
     assert not errors_logged(caplog)
 
 
+TWO_OPERATIONS = "query Price { price } query Balance { me { balance } }"
+
+
+@pytest.mark.parametrize("accept", [SPEC, JSON])
+async def test_two_operations_without_an_operation_name_are_a_request_error(
+    api: Api, accept: str
+) -> None:
+    response = await post(api, {"query": TWO_OPERATIONS}, accept)
+    assert response.status_code == (400 if accept == SPEC else 200), response.text
+    body = response.json()
+    assert "data" not in body
+    [error] = body["errors"]
+    assert error["message"] == "Must provide operation name if query contains multiple operations."
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_the_named_operation_of_several_runs(api: Api) -> None:
+    for name, data in (("Price", {"price": 60}), ("Balance", {"me": {"balance": 100}})):
+        response = await post(api, {"query": TWO_OPERATIONS, "operationName": name}, SPEC)
+        assert response.json() == {"data": data}
+    unknown = await post(api, {"query": TWO_OPERATIONS, "operationName": "Nope"}, SPEC)
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 @pytest.mark.parametrize(
     ("accept", "chosen"),
     [

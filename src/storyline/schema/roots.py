@@ -39,6 +39,7 @@ from storyline.schema.errors import ClientErrors, is_unexpected
 from storyline.schema.execution import AcyclicExecutionContext
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
 from storyline.schema.observed import OperationMetrics
+from storyline.schema.operations import OperationChoice
 from storyline.schema.types import (
     Account,
     Project,
@@ -130,6 +131,11 @@ class Subscription:
 
 
 class StorylineSchema(strawberry.Schema):
+    def get_extensions(self, sync: bool = False) -> list[SchemaExtension]:
+        # Last, whatever the configured list holds: it adds to the validation errors that
+        # a validation cache sets (see schema/operations.py).
+        return [*super().get_extensions(sync), OperationChoice()]
+
     async def execute(
         self,
         query: str | None,
