@@ -35,7 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from storyline.config import Settings
 from storyline.persistence.engine import DriverStatement
 from storyline.persistence.reservations import RESERVE
-from storyline.websocket import uvicorn_options
+from storyline.server import uvicorn_options
 
 CHANNEL = "storyline_project"
 PRICES = {"SD": 40, "HD": 60, "FULL_HD": 80}

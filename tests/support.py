@@ -20,8 +20,8 @@ from starlette.types import ASGIApp
 from storyline.app import create_app
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
+from storyline.server import uvicorn_options
 from storyline.services import Services
-from storyline.websocket import uvicorn_options
 
 JWT_SECRET = "8inkGnTVezcgASoN6y-wtuFFFEPs4Pkw05njs5rj78d_5zoOCWVlxGqexIf4lJAP"
 UPSTREAM_TOKEN = "upstream-secret-token"  # what Storyline sends to the video service

@@ -3,6 +3,7 @@ classic application/json behaviour for clients that ask for it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -75,6 +76,86 @@ async def test_get_runs_queries_but_not_mutations(api: Api) -> None:
         headers=headers,
     )
     assert mutation.status_code == 405
+    assert mutation.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"query": "{ price }", "variables": {"v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        b'{"query": "{ price }", "variables": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001,
+    ],
+    ids=["malformed", "nested arrays", "nested objects"],
+)
+async def test_a_body_that_is_not_json_we_can_read_is_bad_input(
+    api: Api, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {token(new_user())}", "Content-Type": "application/json"}
+    with caplog.at_level(logging.WARNING):
+        response = await api.http.post("/graphql", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(JSON)
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "JSON" in error["message"]
+    assert not errors_logged(caplog)
+    assert (await api.data("{ price }", auth=token(new_user()))) == {"price": 60}
+
+
+SUBSCRIPTION = 'subscription { projectStatus(projectId: "p") { status } }'
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("authorized", [True, False])
+async def test_a_subscription_over_http_is_told_to_use_the_websocket(
+    api: Api, method: str, authorized: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {token(new_user())}"} if authorized else {}
+    with caplog.at_level(logging.WARNING):
+        if method == "GET":
+            response = await api.http.get(
+                "/graphql", params={"query": SUBSCRIPTION}, headers=headers
+            )
+        else:
+            response = await api.http.post(
+                "/graphql", json={"query": SUBSCRIPTION}, headers=headers
+            )
+    assert response.status_code == 400, response.text
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "WebSocket" in error["message"]
+    assert "/graphql" in error["message"]
+    assert not errors_logged(caplog)
+
+
+TWO_OPERATIONS = "query Price { price } query Balance { me { balance } }"
+
+
+@pytest.mark.parametrize("accept", [SPEC, JSON])
+async def test_two_operations_without_an_operation_name_are_a_request_error(
+    api: Api, accept: str
+) -> None:
+    response = await post(api, {"query": TWO_OPERATIONS}, accept)
+    assert response.status_code == (400 if accept == SPEC else 200), response.text
+    body = response.json()
+    assert "data" not in body
+    [error] = body["errors"]
+    assert error["message"] == "Must provide operation name if query contains multiple operations."
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_the_named_operation_of_several_runs(api: Api) -> None:
+    for name, data in (("Price", {"price": 60}), ("Balance", {"me": {"balance": 100}})):
+        response = await post(api, {"query": TWO_OPERATIONS, "operationName": name}, SPEC)
+        assert response.json() == {"data": data}
+    unknown = await post(api, {"query": TWO_OPERATIONS, "operationName": "Nope"}, SPEC)
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 @pytest.mark.parametrize(

@@ -325,3 +325,29 @@ async def test_a_malformed_message_is_a_protocol_error(
     assert closed.code == 4400
     assert closed.reason
     assert not errors
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_two_operations_without_an_operation_name_are_refused(
+    api: Api, protocol: str
+) -> None:
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    watch = "subscription {name}($id: ID!) {{ projectStatus(projectId: $id) {{ {fields} }} }}"
+    document = watch.format(name="A", fields="status") + watch.format(name="B", fields="version")
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    async with connected(api.url, token(user), protocol) as ws:
+        payload = {"query": document, "variables": {"id": project["id"]}}
+        await ws.send(json.dumps({"id": "1", "type": kind, "payload": payload}))
+        refusal = await asyncio.wait_for(anext(messages(ws)), 5)
+        assert refusal["type"] == "error", refusal
+        errors = refusal["payload"] if protocol == TRANSPORT_WS else [refusal["payload"]]
+        assert [(e["message"], e["extensions"]["code"]) for e in errors] == [
+            ("Must provide operation name if query contains multiple operations.", "BAD_USER_INPUT")
+        ]
+        # Named, the same document runs the named operation.
+        await ws.send(
+            json.dumps({"id": "2", "type": kind, "payload": payload | {"operationName": "B"}})
+        )
+        first = await asyncio.wait_for(anext(messages(ws, "2")), 5)
+        assert list(first["payload"]["data"]["projectStatus"]) == ["version"]  # B's selection

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -26,6 +28,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from storyline import web
@@ -52,6 +55,10 @@ from storyline.upstream.simulator import Simulator
 log = logging.getLogger(__name__)
 
 SIMULATOR_PATH = "/simulator"
+SUBSCRIPTIONS_NEED_A_WEBSOCKET = (
+    "Subscriptions are served over a WebSocket: connect to /graphql with the"
+    " graphql-transport-ws (or graphql-ws) subprotocol."
+)
 KEEP_ALIVE_SECONDS = 15.0
 
 
@@ -71,14 +78,41 @@ class GraphQLApp(GraphQL[Context, None]):
             response.media_type = negotiate(request.headers.get("accept"))
         return Context(services=services, authorization=request.headers.get("authorization"))
 
+    async def run(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().run(request, *args, **kwargs)
+        except HTTPException as refused:
+            if isinstance(request, WebSocket):
+                raise
+            # strawberry answers its refusals (unreadable JSON, wrong method or operation
+            # type, no query) in plain text; clients read GraphQL errors with a code.
+            error = {"message": refused.reason, "extensions": {"code": "BAD_USER_INPUT"}}
+            media_type = negotiate(request.headers.get("accept"))
+            return JSONResponse(
+                {"errors": [error]},
+                status_code=refused.status_code,
+                media_type=f"{media_type}; charset=utf-8",
+            )
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return super().decode_json(data)
+        except RecursionError:
+            # Nested deeper than the decoder can go: as unreadable as malformed JSON, and
+            # refused the same way (HTTP: 400; WebSocket: closed with 4400).
+            raise json.JSONDecodeError("JSON nested too deeply", "", 0) from None
+
     async def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
         try:
             result = await super().execute_operation(*args, **kwargs)
         except HTTPException as refused:
-            if isinstance(refused.__cause__, InvalidOperationTypeError):
-                # A mutation over GET: the method is wrong, not the request.
-                raise HTTPException(405, refused.reason) from None
-            raise
+            wrong_type = refused.__cause__
+            if not isinstance(wrong_type, InvalidOperationTypeError):
+                raise
+            if wrong_type.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(400, SUBSCRIPTIONS_NEED_A_WEBSOCKET) from None
+            # A mutation over GET: the method is wrong, not the request.
+            raise HTTPException(405, refused.reason) from None
         sub_response: Response = kwargs["sub_response"]
         if sub_response.media_type == GRAPHQL_RESPONSE_JSON and not_executed(result):
             sub_response.status_code = 400
@@ -102,7 +136,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await super().__call__(scope, receive, send)
+            # A client that left mid-request (or was closed for sending too slowly; see
+            # storyline.server) has no one to answer: not an error of ours.
+            with contextlib.suppress(ClientDisconnect):
+                await super().__call__(scope, receive, send)
             return
         services: Services = scope["app"].state.services
         with services.metrics.websocket():

@@ -18,7 +18,7 @@ from storyline import logs
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.faults import warn_if_armed
-from storyline.websocket import uvicorn_options
+from storyline.server import uvicorn_options
 
 # Set by ``serve`` for its worker processes, which build the app from the environment.
 SELF_URL_VARIABLE = "STORYLINE_SELF_URL"

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_query_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
     # Parsed documents kept for reuse, by the memory they hold (schema/documents.py).
     document_cache_bytes: int = Field(default=32 * 1_048_576, ge=0)
+    # Seconds a client has to send a whole request (head and body): a slow or stalled
+    # sender is closed rather than holding a connection and its buffers.
+    request_timeout: float = Field(default=30.0, gt=0)
 
     # WebSocket keep-alive: a ping every interval (0: none); no pong within the timeout
     # closes the connection, and with it a vanished client's subscriptions.

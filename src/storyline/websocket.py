@@ -29,8 +29,9 @@ class SpreadKeepalive(WebSocketsSansIOProtocol):
             self.ping_timer = self.loop.call_later(first, self.send_keepalive_ping)
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The WebSocket options of ``uvicorn.run`` or ``uvicorn.Config`` for these settings."""
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """The WebSocket options of ``uvicorn.run`` or ``uvicorn.Config`` for these settings
+    (storyline.server.uvicorn_options adds the HTTP ones)."""
     return {
         "ws": f"{__name__}:{SpreadKeepalive.__name__}",  # by name: worker processes import it
         # Events are a few hundred bytes; each compressed connection holds tens of KB.

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionResult
 from strawberry.types.execution import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from storyline.auth import Role
 from storyline.config import Settings
@@ -26,6 +30,7 @@ from storyline.schema.errors import ClientErrors, is_unexpected
 from storyline.schema.execution import AcyclicExecutionContext
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
 from storyline.schema.observed import OperationMetrics
+from storyline.schema.operations import OperationChoice
 from storyline.schema.types import (
     Account,
     Project,
@@ -121,6 +126,31 @@ class StorylineSchema(strawberry.Schema):
 
     documents: DocumentGuard
 
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        # One result cannot carry a subscription: strawberry's HTTP view allows them (for
+        # its multipart transport) and execution then fails inside the resolver. Refused
+        # before anything runs, as an operation type this transport does not serve.
+        allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES)
+        allowed.discard(OperationType.SUBSCRIPTION)
+        return await super().execute(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed,
+            operation_extensions,
+        )
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -137,6 +167,7 @@ def build_schema(settings: Settings | None = None) -> StorylineSchema:
         OperationMetrics,  # first in, last out: it sees the errors as clients will
         ClientErrors,
         GuardedDocuments,
+        OperationChoice,  # after GuardedDocuments: it adds to the errors that one sets
     ]
     schema = StorylineSchema(
         query=Query,
