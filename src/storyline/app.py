@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -31,7 +31,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from storyline import web
+from storyline import logs, web
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
@@ -54,6 +54,7 @@ from storyline.upstream.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
+GRAPHQL_PATH = "/graphql"
 SIMULATOR_PATH = "/simulator"
 SUBSCRIPTIONS_NEED_A_WEBSOCKET = (
     "Subscriptions are served over a WebSocket: connect to /graphql with the"
@@ -245,8 +246,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
+        Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
@@ -268,18 +268,33 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 max_age=600,
             )
         )
-    return StorylineApp(routes=routes, middleware=middleware, lifespan=lifespan)
+    return StorylineApp(graphql, routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 class StorylineApp(Starlette):
-    """Starlette, with the server's own ``send`` kept in a WebSocket's scope: the fan-out
-    path sends through it (schema/fanout.py), rather than through the exception-handling
-    wrappers Starlette puts around every message, which have nothing to do once a
-    WebSocket is accepted and cost each delivered event two more awaits."""
+    """Starlette, with GraphQL WebSockets handed straight to the GraphQL view.
+
+    The HTTP middleware (errors, request ids' headers, body limit, CORS, the exception
+    handlers and the router) has nothing to do on a WebSocket once it is routed, yet each
+    layer's frame would live as long as the connection, on every one of thousands. The
+    server's own ``send`` is kept in the scope: the fan-out path sends through it
+    (schema/fanout.py), rather than through Starlette's per-message wrappers.
+    """
+
+    def __init__(self, graphql: GraphQLApp, **options: Any) -> None:
+        super().__init__(**options)
+        self.graphql = graphql
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] == "websocket" and scope["path"] == GRAPHQL_PATH:
+            scope["app"] = self
             scope[RAW_SEND] = send
+            token = logs.request_id.set(logs.request_id_of(scope))
+            try:
+                await self.graphql(scope, receive, send)
+            finally:
+                logs.request_id.reset(token)
+            return
         await super().__call__(scope, receive, send)
 
 

@@ -76,6 +76,12 @@ def configure(level: str, output: Literal["auto", "json", "text"] = "auto") -> N
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
+def request_id_of(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new one."""
+    given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    return given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 class RequestIds:
     """Pure ASGI middleware: a request id for every request (the client's, if it is sane)."""
 
@@ -86,8 +92,7 @@ class RequestIds:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = request_id_of(scope)
         token = request_id.set(rid)
         if scope["type"] == "websocket":
             # No response headers to add, and every event goes out through send:
