@@ -31,7 +31,11 @@ class Socket:
             "headers": [(b"host", b"test")],
             "subprotocols": list(subprotocols),
         }
-        self.served = asyncio.create_task(app(scope, self.inbox.get, self.outbox.put))
+
+        async def serve() -> None:
+            await app(scope, self.inbox.get, self.outbox.put)
+
+        self.served = asyncio.create_task(serve())
 
     async def connect(self) -> Message:
         self.inbox.put_nowait({"type": "websocket.connect"})
