@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from storyline.config import Settings
-from storyline.schema.documents import ByteBoundedCache
+from storyline.schema.document_cache import ByteBoundedCache
 from storyline.schema.roots import build_schema
 from tests.support import Api, new_user, token
 

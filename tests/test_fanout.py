@@ -42,7 +42,7 @@ ORDINARY = (
     ],
 )
 def test_only_a_plain_project_status_root_field_is_served(query: str, served: bool) -> None:
-    # Whether a document is valid is decided before (_checked), as on the ordinary path.
+    # Whether a document is valid is decided before (checked), as on the ordinary path.
     assert (project_status_field(parse(query), None) is not None) is served
 
 

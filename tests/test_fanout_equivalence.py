@@ -284,7 +284,7 @@ def test_every_watcher_receives_what_the_ordinary_path_sends(
 ) -> None:
     calls = 0
     served = 0  # watches the fast path served itself: the comparison is not vacuous
-    decide = FanoutTransportWS._served
+    decide = FanoutTransportWS.served
 
     def counted(handler: FanoutTransportWS, operation: Any) -> Any:
         nonlocal served
@@ -292,7 +292,7 @@ def test_every_watcher_receives_what_the_ordinary_path_sends(
         served += decided is not None
         return decided
 
-    monkeypatch.setattr(FanoutTransportWS, "_served", counted)
+    monkeypatch.setattr(FanoutTransportWS, "served", counted)
 
     @given(scenario=scenarios())
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from cross_web import HTTPException  # what strawberry's views raise and answer
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -24,15 +23,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from storyline import logs, web
 from storyline.auth import Role, issue_token
+from storyline.compat.starlette import keep_server_send
+from storyline.compat.strawberry import (
+    GraphQLView,
+    HTTPException,
+    refused_operation_type,
+    sub_response_of,
+)
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
 from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
@@ -45,7 +49,7 @@ from storyline.persistence.listener import PostgresListener
 from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
-from storyline.schema.fanout import RAW_SEND, FanoutTransportWS
+from storyline.schema.fanout import FanoutTransportWS
 from storyline.schema.roots import build_schema
 from storyline.schema.subprotocols import LegacyWS
 from storyline.services import Background, Services
@@ -63,7 +67,7 @@ SUBSCRIPTIONS_NEED_A_WEBSOCKET = (
 KEEP_ALIVE_SECONDS = 15.0
 
 
-class GraphQLApp(GraphQL[Context, None]):
+class GraphQLApp(GraphQLView[Context, None]):
     """strawberry's ASGI view, with GraphQL-over-HTTP content negotiation (see graphql_http),
     projectStatus fan-out rendered once per selection (see schema/fanout) and each
     WebSocket subprotocol's rules enforced on clients (see schema/subprotocols)."""
@@ -107,16 +111,16 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             result = await super().execute_operation(*args, **kwargs)
         except HTTPException as refused:
-            wrong_type = refused.__cause__
-            if not isinstance(wrong_type, InvalidOperationTypeError):
+            wrong_type = refused_operation_type(refused)
+            if wrong_type is None:
                 raise
             if wrong_type.operation_type is OperationType.SUBSCRIPTION:
                 raise HTTPException(400, SUBSCRIPTIONS_NEED_A_WEBSOCKET) from None
             # A mutation over GET: the method is wrong, not the request.
             raise HTTPException(405, refused.reason) from None
-        sub_response: Response = kwargs["sub_response"]
-        if sub_response.media_type == GRAPHQL_RESPONSE_JSON and not_executed(result):
-            sub_response.status_code = 400
+        response = sub_response_of(kwargs)
+        if response.media_type == GRAPHQL_RESPONSE_JSON and not_executed(result):
+            response.status_code = 400
         return result
 
     async def process_result(self, request: Request, result: ExecutionResult) -> Any:
@@ -288,7 +292,7 @@ class StorylineApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == GRAPHQL_PATH:
             scope["app"] = self
-            scope[RAW_SEND] = send
+            keep_server_send(scope, send)
             token = logs.request_id.set(logs.request_id_of(scope))
             try:
                 await self.graphql(scope, receive, send)

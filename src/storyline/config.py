@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     @field_validator("jwt_secret")
     @classmethod
-    def _secret_unguessable(cls, value: SecretStr | None) -> SecretStr | None:
+    def secret_unguessable(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return value
         secret = value.get_secret_value()
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         raise ValueError(f"{problem}; make one with: {HOW_TO_GENERATE}")
 
     @model_validator(mode="after")
-    def _pending_outlasts_the_upstream_call(self) -> Settings:
+    def pending_outlasts_the_upstream_call(self) -> Settings:
         # The sweeper must not settle a project whose upstream call may still answer.
         if self.pending_timeout <= self.upstream_timeout:
             raise ValueError("STORYLINE_PENDING_TIMEOUT must exceed STORYLINE_UPSTREAM_TIMEOUT")
@@ -93,14 +93,14 @@ class Settings(BaseSettings):
 
     @field_validator("cors_origins", mode="before")
     @classmethod
-    def _comma_separated(cls, value: object) -> object:
+    def comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
     @field_validator("upstream_url")
     @classmethod
-    def _upstream_is_http(cls, value: str | None) -> str | None:
+    def upstream_is_http(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
         if not value.startswith(("http://", "https://")):

@@ -14,19 +14,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
+from storyline.compat.uvicorn import KeepalivePings
 from storyline.config import Settings
 
 
-class SpreadKeepalive(WebSocketsSansIOProtocol):
+class SpreadKeepalive(KeepalivePings):
     """uvicorn's default WebSocket protocol (``websockets``, sans-I/O), first ping jittered."""
 
-    def start_keepalive(self) -> None:
-        interval = self.ping_interval
-        if interval is not None and interval > 0:
-            first = random.uniform(0.5, 1.0) * interval
-            self.ping_timer = self.loop.call_later(first, self.send_keepalive_ping)
+    def first_ping_delay(self, interval: float) -> float:
+        return random.uniform(0.5, 1.0) * interval
 
 
 def websocket_options(settings: Settings) -> dict[str, Any]:

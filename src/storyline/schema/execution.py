@@ -12,29 +12,13 @@ helpers for resolvers, and the whole operation is freed as soon as nothing runs 
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from graphql import GraphQLResolveInfoHelpers
-from graphql.pyutils import gather_with_cancel
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from storyline.compat.graphql import weak_async_helpers
+from storyline.compat.strawberry import StrawberryExecutionContext
 
 
-def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
-    return gather_with_cancel(*values)  # what Executor.gather_async_work does
-
-
-class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
+class AcyclicExecutionContext(StrawberryExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        executor = weakref.ref(self)
-
-        def track(values: Sequence[Any]) -> None:
-            # Work still running for the operation holds its executor (the frames that
-            # complete fields refer to it), so it is there whenever a resolver asks.
-            alive = executor()
-            if alive is not None:
-                alive.track_async_work(values)
-
-        self.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=track)
+        weak_async_helpers(self)

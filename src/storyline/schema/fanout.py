@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -37,13 +36,16 @@ from graphql import (
     get_operation_ast,
     visit,
 )
-from starlette.types import Message
-from strawberry.extensions.runner import SchemaExtensionsRunner
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMessage
-from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
+from storyline.compat.starlette import server_send
+from storyline.compat.strawberry import (
+    SubscribeOperation,
+    build_executor,
+    graphql_schema,
+    run_execute_hooks,
+)
 from storyline.live.events import ProjectEvent
 from storyline.resolvers.subscriptions import watch_project
 from storyline.schema.context import Context
@@ -54,8 +56,6 @@ from storyline.schema.types import ProjectStatusEvent
 
 FIELD = "projectStatus"
 SUBSCRIPTION = (StrawberryOperationType.SUBSCRIPTION,)
-# The scope key under which the app keeps the server's own send for a WebSocket.
-RAW_SEND = "storyline.send"
 
 
 def project_status_field(document: DocumentNode, operation_name: str | None) -> FieldNode | None:
@@ -84,9 +84,7 @@ class Selection:
     def executor(self, schema: strawberry.Schema, root: object) -> Executor[Any] | None:
         """graphql-core's executor for this selection (None if the variables do not
         coerce), built without any watcher's context."""
-        built = schema.execution_context_class.build(
-            schema._schema, self.document, root, None, self.variables, self.operation_name
-        )
+        built = build_executor(schema, self.document, root, self.variables, self.operation_name)
         return None if isinstance(built, list) else built
 
     async def render(self, schema: strawberry.Schema, event: ProjectEvent) -> str:
@@ -172,23 +170,23 @@ class FanoutTransportWS(TransportWS):
     id, per-connection limit); only the operation it starts is decided here.
     """
 
-    async def run_operation(self, operation: Operation[Context, None]) -> None:
+    async def run_operation(self, operation: SubscribeOperation[Context, None]) -> None:
         # The watch runs in this coroutine itself: a frame awaited from here would be
         # one more frame held by every idle watcher.
-        served = self._served(operation)
+        served = self.served(operation)
         if served is None:
             await super().run_operation(operation)
             return
         watched, project_id = served
         services = self.context.services
         prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
-        send = _sender(self.websocket.ws)  # type: ignore[attr-defined]  # starlette's socket
+        send = server_send(self.server_websocket())
         try:
-            self._executing(operation, watched.document)
+            self.executing(operation, watched.document)
             events = watch_project(services, self.context.principal, project_id)
             async with aclosing(events):
                 async for event in events:
-                    text = f"{prefix}{await watched.render(self._schema, event)}}}"
+                    text = f"{prefix}{await watched.render(self.storyline_schema, event)}}}"
                     await send({"type": "websocket.send", "text": text})
                     services.metrics.events.inc()
                     del event  # nothing of it is kept while the watcher waits
@@ -199,11 +197,15 @@ class FanoutTransportWS(TransportWS):
             error = failure if isinstance(failure, GraphQLError) else None
             error = error or GraphQLError(str(failure), original_error=failure)
             result = ExecutionResult(data=None, errors=[error])
-            message = {"id": operation.id, "type": "next", "payload": payload(self._schema, result)}
+            message = {
+                "id": operation.id,
+                "type": "next",
+                "payload": payload(self.storyline_schema, result),
+            }
             await operation.send_operation_message(cast("NextMessage", message))
         await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
-    def _served(self, operation: Operation[Context, None]) -> tuple[Selection, str] | None:
+    def served(self, operation: SubscribeOperation[Context, None]) -> tuple[Selection, str] | None:
         """The selection and project id of a projectStatus subscription this handler can
         serve; None for anything the ordinary path is to answer."""
         query, name, variables = operation.query, operation.operation_name, operation.variables
@@ -213,15 +215,15 @@ class FanoutTransportWS(TransportWS):
             and (variables is None or isinstance(variables, dict))
         ):
             return None
-        document = self._checked(query, name)
+        document = self.checked(query, name)
         root = None if document is None else project_status_field(document, name)
         if document is None or root is None:
             return None
-        schema = self._schema
+        schema = self.storyline_schema
         executor = Selection(document, name, variables).executor(schema, None)
         if executor is None:
             return None  # variables that do not coerce: strawberry reports them
-        subscription = schema._schema.subscription_type
+        subscription = graphql_schema(schema).subscription_type
         assert subscription is not None  # the document validated against it
         try:
             arguments = get_argument_values(
@@ -232,40 +234,27 @@ class FanoutTransportWS(TransportWS):
         watched = selection(schema, query, document, root, name, variables)
         return watched, str(arguments["projectId"])
 
-    def _checked(self, query: str, operation_name: str | None) -> DocumentNode | None:
+    def checked(self, query: str, operation_name: str | None) -> DocumentNode | None:
         """The document if it passes every check of the ordinary path (the schema's one
         DocumentGuard, with its cache); None lets the ordinary path answer the errors."""
-        checked = self._schema.documents.check(query)
+        checked = self.storyline_schema.documents.check(query)
         return checked.document if checked.valid else None
 
-    def _executing(self, operation: Operation[Context, None], document: DocumentNode) -> None:
+    def executing(
+        self, operation: SubscribeOperation[Context, None], document: DocumentNode
+    ) -> None:
         """The extensions' execution hooks, as the ordinary path runs them when a
         subscription starts (OperationMetrics names the operation in the logs)."""
-        context = ExecutionContext(
+        run_execute_hooks(
+            self.storyline_schema,
             query=operation.query,
-            schema=self._schema,
-            allowed_operations=SUBSCRIPTION,
+            document=document,
             context=self.context,
             variables=operation.variables,
-            provided_operation_name=operation.operation_name,
-            graphql_document=document,
+            operation_name=operation.operation_name,
+            allowed=SUBSCRIPTION,
         )
-        with self._extensions(context).executing():
-            pass
-
-    def _extensions(self, context: ExecutionContext) -> SchemaExtensionsRunner:
-        extensions = self._schema.get_extensions()
-        for extension in extensions:
-            extension.execution_context = context
-        return self._schema.create_extensions_runner(context, extensions)
 
     @property
-    def _schema(self) -> StorylineSchema:
+    def storyline_schema(self) -> StorylineSchema:
         return cast("StorylineSchema", self.schema)
-
-
-def _sender(socket: Any) -> Callable[[Message], Awaitable[None]]:
-    """Where to send on an accepted socket: straight to the server's send when the app kept
-    it in the scope (StorylineApp), else starlette's WebSocket.send."""
-    raw: Callable[[Message], Awaitable[None]] = socket.scope.get(RAW_SEND) or socket.send
-    return raw

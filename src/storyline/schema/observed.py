@@ -20,14 +20,14 @@ ROOT_FIELDS = frozenset(
 
 class OperationMetrics(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
-        logs.operation.set(self._operation() or "projectStatus")
+        logs.operation.set(self.operation_label() or "projectStatus")
         yield
 
     def on_operation(self) -> Iterator[None]:
         started = perf_counter()
         yield
         context = self.execution_context.context
-        operation = self._operation()
+        operation = self.operation_label()
         if not isinstance(context, Context) or operation is None:
             return  # subscriptions are counted by the events they deliver
         errors = getattr(self.execution_context.result, "errors", None) or []
@@ -36,7 +36,7 @@ class OperationMetrics(SchemaExtension):
             outcome = str((errors[0].extensions or {}).get("code", "GRAPHQL_ERROR"))
         context.services.metrics.observe(operation, outcome, started)
 
-    def _operation(self) -> str | None:
+    def operation_label(self) -> str | None:
         """The first root field's name; None for a subscription."""
         document = self.execution_context.graphql_document
         if unparsed(document):

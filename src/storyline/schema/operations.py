@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from graphql import GraphQLError, OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 
+from storyline.compat.strawberry import provided_operation_name
+
 MUST_NAME_ONE = "Must provide operation name if query contains multiple operations."
 
 
@@ -26,12 +28,12 @@ class OperationChoice(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         document = context.graphql_document
-        # strawberry keeps the request's operationName only privately: its public
-        # operation_name is already the first operation's when the request named none.
+        # Not context.operation_name: strawberry's is already the first operation's when
+        # the request named none.
         if (
             document is not None
             and len(document.definitions) > 1
-            and context._provided_operation_name is None
+            and provided_operation_name(context) is None
             and sum(isinstance(d, OperationDefinitionNode) for d in document.definitions) > 1
         ):
             context.pre_execution_errors = [

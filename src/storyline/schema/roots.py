@@ -10,12 +10,12 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from storyline.auth import Role
+from storyline.compat.strawberry import graphql_schema, operation_types_allowed
 from storyline.config import Settings
 from storyline.domain.pricing import price
 from storyline.resolvers import queries
@@ -139,7 +139,7 @@ class StorylineSchema(strawberry.Schema):
         # One result cannot carry a subscription: strawberry's HTTP view allows them (for
         # its multipart transport) and execution then fails inside the resolver. Refused
         # before anything runs, as an operation type this transport does not serve.
-        allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES)
+        allowed = operation_types_allowed(allowed_operation_types)
         allowed.discard(OperationType.SUBSCRIPTION)
         return await super().execute(
             query,
@@ -176,5 +176,5 @@ def build_schema(settings: Settings | None = None) -> StorylineSchema:
         extensions=extensions,
         execution_context_class=AcyclicExecutionContext,
     )
-    schema.documents = DocumentGuard.for_settings(schema._schema, settings)
+    schema.documents = DocumentGuard.for_settings(graphql_schema(schema), settings)
     return schema

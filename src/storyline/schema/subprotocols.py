@@ -21,18 +21,15 @@ import asyncio
 from contextlib import suppress
 
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message as TransportMessage,
 )
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage,
     OperationMessage,
 )
 
+from storyline.compat.strawberry import LegacyWSHandler, TransportWSHandler
 from storyline.schema.context import Context
 
 PROTOCOL_ERROR = 4400
@@ -54,7 +51,7 @@ def _malformed(message: object, *, with_id: tuple[str, str], with_query: str) ->
     return None
 
 
-class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+class TransportWS(TransportWSHandler[Context, None]):
     """graphql-transport-ws, each message's shape checked before it is dispatched."""
 
     async def handle_message(self, message: TransportMessage) -> None:
@@ -65,15 +62,15 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         await super().handle_message(message)
 
 
-class LegacyWS(BaseGraphQLWSHandler[Context, None]):
+class LegacyWS(LegacyWSHandler[Context, None]):
     """Legacy graphql-ws: one connection_init, in time; each message's shape checked."""
 
     init_received = False
-    _init_wait: asyncio.Task[None]
+    init_wait: asyncio.Task[None]
 
     async def handle(self) -> None:
-        waiting = asyncio.create_task(self._close_unless_initialised())
-        self._init_wait = waiting
+        waiting = asyncio.create_task(self.close_unless_initialised())
+        self.init_wait = waiting
         try:
             await super().handle()  # its end cancels the keep-alive and every operation
         finally:
@@ -81,7 +78,7 @@ class LegacyWS(BaseGraphQLWSHandler[Context, None]):
             with suppress(asyncio.CancelledError):
                 await waiting
 
-    async def _close_unless_initialised(self) -> None:
+    async def close_unless_initialised(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
         # The client may have left, or been refused, meanwhile: then there is nothing to close.
         with suppress(WebSocketDisconnect, WebSocketDisconnected):
@@ -91,7 +88,7 @@ class LegacyWS(BaseGraphQLWSHandler[Context, None]):
     async def handle_message(self, message: OperationMessage) -> None:
         reason = _malformed(message, with_id=("start", "stop"), with_query="start")
         if reason is not None:
-            await self._refuse(reason, PROTOCOL_ERROR)
+            await self.refuse(reason, PROTOCOL_ERROR)
             return
         await super().handle_message(message)
 
@@ -99,12 +96,12 @@ class LegacyWS(BaseGraphQLWSHandler[Context, None]):
         if self.init_received:
             # A second one would be acknowledged whatever its token, with a second
             # keep-alive that nothing cancels.
-            await self._refuse("Too many initialisation requests", TOO_MANY_INITS)
+            await self.refuse("Too many initialisation requests", TOO_MANY_INITS)
             return
         self.init_received = True
-        self._init_wait.cancel()
+        self.init_wait.cancel()
         await super().handle_connection_init(message)
 
-    async def _refuse(self, reason: str, code: int) -> None:
+    async def refuse(self, reason: str, code: int) -> None:
         await self.send_message({"type": "connection_error", "payload": {"message": reason}})
         await self.websocket.close(code, reason)

@@ -1,0 +1,188 @@
+"""strawberry-graphql's internals that Storyline builds on, each behind one name.
+
+Checked against strawberry-graphql 0.341.2 (with cross-web 0.9.0, which its HTTP views
+raise their refusals with); tests/compat/test_strawberry.py pins each behaviour below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar, cast
+
+import strawberry
+from cross_web import HTTPException
+from graphql import ASTValidationRule, DocumentNode, Executor, GraphQLError, GraphQLSchema
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import (
+    DEFAULT_ALLOWED_OPERATION_TYPES,
+    StrawberryGraphQLCoreExecutionContext,
+)
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
+
+__all__ = [
+    "VALIDATION_RULES",
+    "GraphQLView",
+    "HTTPException",
+    "LegacyWSHandler",
+    "StrawberryExecutionContext",
+    "SubscribeOperation",
+    "TransportWSHandler",
+    "build_executor",
+    "graphql_schema",
+    "operation_types_allowed",
+    "provided_operation_name",
+    "refused_operation_type",
+    "run_execute_hooks",
+    "sub_response_of",
+]
+
+ContextT = TypeVar("ContextT")
+RootValueT = TypeVar("RootValueT")
+
+# The graphql-core executor class strawberry executes with unless told otherwise; a subclass
+# keeps what strawberry adds to it (resolvers' info, operation extensions).
+StrawberryExecutionContext = StrawberryGraphQLCoreExecutionContext
+
+# The rules strawberry's own validation adds to those it is given (validate_document):
+# a validation done in its stead applies them too.
+VALIDATION_RULES: tuple[type[ASTValidationRule], ...] = (
+    MaybeNullValidationRule,
+    OneOfInputValidationRule,
+)
+
+# One operation of a graphql-transport-ws socket, as handle_subscribe creates it: ``id``,
+# ``query``, ``variables``, ``operation_name``, and ``send_operation_message``, after
+# which a ``complete`` or ``error`` message frees the id for reuse.
+SubscribeOperation = Operation
+
+
+def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """The graphql-core schema strawberry built and executes against (``schema._schema``)."""
+    return schema._schema
+
+
+def provided_operation_name(context: ExecutionContext) -> str | None:
+    """The operationName the request gave, None if it gave none.
+
+    ExecutionContext keeps it only privately (``_provided_operation_name``): its public
+    ``operation_name`` falls back to the document's first operation."""
+    return context._provided_operation_name
+
+
+def operation_types_allowed(given: Iterable[OperationType] | None) -> set[OperationType]:
+    """The operation types Schema.execute allows: ``given``, or when none (or no types) are
+    given, its default (DEFAULT_ALLOWED_OPERATION_TYPES: all three)."""
+    return set(given or DEFAULT_ALLOWED_OPERATION_TYPES)
+
+
+def build_executor(
+    schema: strawberry.Schema,
+    document: DocumentNode,
+    root_value: object,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+) -> Executor[Any] | list[GraphQLError]:
+    """graphql-core's executor for a validated document, of the class the schema executes
+    with (``execution_context_class``), without a context value; the variables' coercion
+    errors if they do not coerce (graphql-core's Executor.build)."""
+    return schema.execution_context_class.build(
+        schema._schema, document, root_value, None, variables, operation_name
+    )
+
+
+def run_execute_hooks(
+    schema: strawberry.Schema,
+    *,
+    query: str,
+    document: DocumentNode,
+    context: object,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    allowed: Iterable[OperationType],
+) -> None:
+    """Enter and leave the schema extensions' execution hooks (``on_execute``) for an
+    operation executed elsewhere, with the execution context strawberry would give them.
+
+    Does what Schema.execute and Schema.subscribe do: fresh extensions from
+    ``get_extensions()``, each given the execution context, run by the runner of
+    ``create_extensions_runner``. ExecutionContext takes the request's operation name as
+    its init-only ``provided_operation_name``."""
+    execution_context = ExecutionContext(
+        query=query,
+        schema=schema,
+        allowed_operations=allowed,
+        context=context,
+        variables=variables,
+        provided_operation_name=operation_name,
+        graphql_document=document,
+    )
+    extensions = schema.get_extensions()
+    for extension in extensions:
+        extension.execution_context = execution_context
+    with schema.create_extensions_runner(execution_context, extensions).executing():
+        pass
+
+
+def refused_operation_type(refused: HTTPException) -> InvalidOperationTypeError | None:
+    """Why strawberry's HTTP view refused a request, when it was the operation's type (a
+    mutation over GET, a type the schema does not allow): the view raises its
+    HTTPException ``from`` the schema's InvalidOperationTypeError. None otherwise."""
+    cause = refused.__cause__
+    return cause if isinstance(cause, InvalidOperationTypeError) else None
+
+
+def sub_response_of(execute_operation_kwargs: Mapping[str, Any]) -> Response:
+    """The response under construction, from the arguments strawberry's view passes to
+    ``execute_operation`` (by keyword, as ``sub_response``)."""
+    return cast("Response", execute_operation_kwargs["sub_response"])
+
+
+class GraphQLView(GraphQL[ContextT, RootValueT]):
+    """strawberry's ASGI view, with what its subclasses rely on beyond the hooks strawberry
+    documents (get_context, process_result, decode_json, on_ws_connect):
+
+    - ``run`` raises cross-web's HTTPException for what the view refuses (unreadable JSON,
+      a wrong method or operation type, no query), which ``__call__`` answers in plain text;
+    - ``execute_operation`` gets the response under construction as the keyword
+      ``sub_response`` (sub_response_of), and raises the schema's refusal of an operation
+      type as an HTTPException from it (refused_operation_type);
+    - ``create_response(response_data, sub_response)`` makes the response sent;
+    - a JSONDecodeError raised by ``decode_json`` means unreadable JSON: 400.
+    """
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
+    """strawberry's graphql-transport-ws handler (the view's
+    ``graphql_transport_ws_handler_class``), with what its subclasses rely on:
+
+    - ``handle_message`` is called with each message decoded from the socket;
+      ``handle_invalid_message(reason)`` closes the socket with 4400 and the reason;
+    - ``handle_subscribe`` (once the connection is acknowledged, the id is new and the
+      per-connection limit not reached) creates a SubscribeOperation and runs
+      ``run_operation(operation)`` in a task of its own, one per subscribe;
+    - ``run_operation`` ends by sending ``complete`` (or the errors) for the operation.
+    """
+
+    def server_websocket(self) -> WebSocket:
+        """starlette's WebSocket under strawberry's ASGI adapter (``websocket.ws``)."""
+        return cast("ASGIWebSocketAdapter", self.websocket).ws
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[ContextT, RootValueT]):
+    """strawberry's graphql-ws handler (the view's ``graphql_ws_handler_class``), with what
+    its subclasses rely on: ``handle()`` serves the socket until it closes (its end cancels
+    the keep-alive and every operation); ``handle_message`` is called with each decoded
+    message, ``handle_connection_init`` with each ``connection_init``; ``send_message``
+    sends one message; ``view`` is the view, with its ``connection_init_wait_timeout``.
+    """

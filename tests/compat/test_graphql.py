@@ -1,0 +1,148 @@
+"""Pins what storyline.compat.graphql (and schema/fanout.py) rely on in graphql-core's executor.
+
+A new graphql-core release is admitted (pyproject.toml's bound) once these pass against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from graphql import (
+    ExecutionResult,
+    Executor,
+    FieldNode,
+    GraphQLResolveInfo,
+    OperationDefinitionNode,
+    build_schema,
+    execute_subscription_event,
+    get_argument_values,
+    parse,
+)
+from graphql.pyutils import gather_with_cancel
+
+from storyline.compat.graphql import weak_async_helpers
+
+SCHEMA = build_schema(
+    """
+    type Query { seen: Boolean }
+    type Subscription { greeting(name: String!): String }
+    """
+)
+
+
+def executor(document: str = "{ seen }", root: object = None) -> Executor[Any]:
+    built = Executor.build(SCHEMA, parse(document), root)
+    assert isinstance(built, Executor)
+    return built
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_an_executor_s_helpers_are_its_own_bound_methods() -> None:
+    """The reference cycle weak_async_helpers breaks."""
+    built = executor()
+    gather, track = built.async_helpers.gather, built.async_helpers.track
+    assert getattr(gather, "__self__", None) is built
+    assert getattr(gather, "__func__", None) is Executor.gather_async_work
+    assert getattr(track, "__self__", None) is built
+    assert getattr(track, "__func__", None) is Executor.track_async_work
+
+
+@pytest.mark.usefixtures("no_collector")
+def test_with_weak_helpers_an_executor_is_freed_by_reference_counting() -> None:
+    built = executor()
+    weak_async_helpers(built)
+    alive = weakref.ref(built)
+    del built
+    assert alive() is None
+
+
+async def test_resolvers_get_the_helpers_the_executor_holds_when_they_run() -> None:
+    given: list[object] = []
+
+    def seen(info: GraphQLResolveInfo[Any]) -> bool:  # a root value's callable: (info)
+        given.append(info.async_helpers)
+        return True
+
+    built = executor(root={"seen": seen})
+    weak_async_helpers(built)
+    assert built.execute_operation() == ExecutionResult({"seen": True})
+    assert given == [built.async_helpers]
+
+
+Gather = Callable[[list[Awaitable[Any]]], Awaitable[list[Any]]]
+
+
+@pytest.mark.parametrize(
+    "gather",
+    [
+        lambda values: executor().gather_async_work(values),
+        lambda values: gather_with_cancel(*values),
+    ],
+    ids=["gather_async_work", "gather_with_cancel"],
+)
+async def test_gathering_async_work_cancels_the_rest_when_one_fails(gather: Gather) -> None:
+    """gather_async_work does what gather_with_cancel does, which weak_async_helpers uses."""
+
+    async def value(number: int) -> int:
+        await asyncio.sleep(0)
+        return number
+
+    assert await gather([value(1), value(2)]) == [1, 2]
+    cancelled: list[bool] = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await gather([slow(), failing()])
+    assert cancelled == [True]
+
+
+async def test_tracked_work_is_settled_in_the_background() -> None:
+    done = asyncio.Event()
+
+    async def work() -> None:
+        done.set()
+
+    executor().track_async_work([work(), 1])
+    await asyncio.wait_for(done.wait(), 1)
+
+
+def test_one_executor_renders_an_event_and_reads_the_root_field_s_arguments() -> None:
+    """What schema/fanout.py does with graphql-core's executor for each selection."""
+    document = parse("subscription G($name: String!) { greeting(name: $name) }")
+    built = Executor.build(SCHEMA, document, {"greeting": "hi"}, None, {"name": "Ada"}, "G")
+    assert isinstance(built, Executor)
+    assert execute_subscription_event(built) == ExecutionResult({"greeting": "hi"})
+    subscription = SCHEMA.subscription_type
+    assert subscription is not None
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    root = operation.selection_set.selections[0]
+    assert isinstance(root, FieldNode)
+    field = subscription.fields["greeting"]
+    assert get_argument_values(field, root, built.variable_values) == {"name": "Ada"}
+    refused = Executor.build(SCHEMA, document, None, None, {}, "G")
+    assert isinstance(refused, list)
