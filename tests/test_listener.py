@@ -55,6 +55,7 @@ WAIT = 3.0  # the bound of a wait for something that must happen
 SILENCE = 2.0  # how long stock is given to show that something never happens
 STORYLINE_LISTEN = f'LISTEN "{CHANNEL}"'
 CONNECTING = "storyline-listener"  # the name of PostgresListener's supervisor task
+ROUTING = "storyline-router"  # the name of ProjectBroadcast's routing task
 
 
 # --- one interface over both sides ---------------------------------------------------------
@@ -189,14 +190,15 @@ async def stock_hub(url: str) -> AsyncIterator[Hub]:
 
 @asynccontextmanager
 async def storyline_hub(url: str) -> AsyncIterator[Hub]:
+    before = asyncio.all_tasks()
     broadcast = ProjectBroadcast(PostgresListener(url))
     await asyncio.wait_for(broadcast.connect(), WAIT)
     try:
         yield StorylineHub(url, broadcast)
     finally:
-        listener = broadcast._listener_task
         await asyncio.wait_for(broadcast.disconnect(), WAIT)
-        await asyncio.gather(listener, return_exceptions=True)
+        left = {task.get_name() for task in asyncio.all_tasks() - before}
+        assert not left & {CONNECTING, ROUTING}, left
 
 
 def open_hub(side: str, url: str) -> AbstractAsyncContextManager[Hub]:
@@ -370,6 +372,59 @@ async def test_the_next_change_arrives_after_the_listener_connection_is_killed(
                     assert await the_backend(control, application_name=name) != killed
     finally:
         await control.close()
+
+
+async def test_storyline_tells_every_reconnect_listener_even_when_one_fails(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reconnect is a signal of the listener, not an event on its channel; a callback
+    that raises is logged, and neither the other callbacks nor the connection pay for it."""
+    name = f"storyline-test-{uuid.uuid4().hex[:12]}"
+    listener = PostgresListener(with_application_name(database_url, name))
+    told: list[str] = []
+    second_told = asyncio.Event()
+
+    def failing() -> None:
+        told.append("failing")
+        raise RuntimeError("a broken reconnect listener")
+
+    def second() -> None:
+        told.append("second")
+        second_told.set()
+
+    listener.add_reconnect_listener(failing)
+    listener.add_reconnect_listener(second)
+    control = await asyncpg.connect(database_url)
+    try:
+        await asyncio.wait_for(listener.connect(), WAIT)
+        killed = await the_backend(control, application_name=name)
+        assert await control.fetchval("SELECT pg_terminate_backend($1)", killed)
+        await asyncio.wait_for(second_told.wait(), WAIT)
+        await asyncio.sleep(0.3)  # time for a reconnect loop to show, were there one
+        assert told == ["failing", "second"]
+        assert await the_backend(control, application_name=name) != killed
+        assert (listener.connected, listener.reconnects) == (True, 1)
+        assert "a reconnect listener failed" in caplog.text
+    finally:
+        await control.close()
+        await listener.disconnect()
+
+
+async def test_a_notification_storyline_cannot_route_is_logged_and_the_next_one_arrives(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with storyline_hub(database_url) as hub:
+        key = hub.new_key()
+        async with hub.subscribe(key) as inbox:
+            connection = await asyncpg.connect(database_url)
+            try:
+                for bad in ("not json", json.dumps({"id": key}), "[]"):
+                    await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, bad)
+            finally:
+                await connection.close()
+            await hub.notify(key, 1)
+            assert await asyncio.wait_for(inbox.next(), WAIT) == 1
+    assert caplog.text.count("could not route a project notification") == 3
 
 
 async def readiness(api: Api) -> tuple[int, dict[str, Any]]:

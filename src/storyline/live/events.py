@@ -1,26 +1,62 @@
-"""A project's live state, as the trigger announces it and as subscribers receive it."""
+"""A project's live state, as the trigger announces it and as subscribers receive it.
+
+The event's wire shape is declared once, here: each attribute of ProjectEvent says, in its
+``wire(...)`` metadata, the key the ``storyline_project_notify`` trigger writes it under,
+its name in GraphQL's ProjectStatusEvent (None: clients never see it) and how its JSON
+value is read. ``FIELDS`` gathers them. The parser below reads the payload through it,
+schema/types.py's ProjectStatusEvent is filled from it, and tests hold that type and the
+trigger's payload (SQL in the migrations, which never import app code) to it.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from typing import Any, get_type_hints
 
 from storyline.domain.lifecycle import Status
 from storyline.persistence.projects import ProjectRecord
 
+_WIRE = "storyline.wire"
+
+
+@dataclass(frozen=True, slots=True)
+class WireField:
+    name: str  # ProjectEvent's attribute
+    type: Any  # its Python type
+    key: str  # the trigger's JSON key
+    graphql: str | None  # ProjectStatusEvent's field, if clients see it
+    read: Callable[[Any], Any]  # the attribute's value from the JSON value
+
+
+def _as_sent(value: Any) -> Any:
+    return value
+
+
+def wire(
+    key: str, *, graphql: str | None, read: Callable[[Any], Any] = _as_sent
+) -> Mapping[str, WireField]:
+    """The metadata of one field of the live event (see the module's docstring)."""
+    # name and type are the attribute's own: filled in by _declared().
+    return {_WIRE: WireField(name="", type=None, key=key, graphql=graphql, read=read)}
+
 
 @dataclass(frozen=True, slots=True)
 class ProjectEvent:
-    project_id: str
-    status: Status
-    version: int
-    progress: int | None
-    stage: str | None
-    error_message: str | None
-    result_url: str | None
-    updated_at: datetime
+    project_id: str = field(metadata=wire("id", graphql="projectId", read=str))
+    status: Status = field(metadata=wire("status", graphql="status", read=Status))
+    version: int = field(metadata=wire("version", graphql="version", read=int))
+    progress: int | None = field(metadata=wire("progress", graphql="progress"))
+    stage: str | None = field(metadata=wire("stage", graphql="stage"))
+    error_message: str | None = field(metadata=wire("error_message", graphql="errorMessage"))
+    result_url: str | None = field(metadata=wire("result_url", graphql="resultUrl"))
+    # Whether the trigger cut a text to keep the notification under PostgreSQL's limit.
+    truncated: bool = field(metadata=wire("truncated", graphql=None, read=bool))
+    updated_at: datetime = field(
+        metadata=wire("updated_at", graphql="updatedAt", read=datetime.fromisoformat)
+    )
     # Payload texts rendered from this event, by selection key: shared by all its watchers.
     rendered: dict[Hashable, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -34,6 +70,7 @@ class ProjectEvent:
             stage=record.stage,
             error_message=record.error_message,
             result_url=record.result_url,
+            truncated=False,
             updated_at=record.updated_at,
         )
 
@@ -41,16 +78,21 @@ class ProjectEvent:
     def parse(cls, payload: str) -> ProjectEvent:
         """From the JSON of the ``storyline_project_notify`` trigger; raises ValueError."""
         try:
-            fields = json.loads(payload)
-            return cls(
-                project_id=str(fields["id"]),
-                status=Status(fields["status"]),
-                version=int(fields["version"]),
-                progress=fields["progress"],
-                stage=fields["stage"],
-                error_message=fields["error_message"],
-                result_url=fields["result_url"],
-                updated_at=datetime.fromisoformat(fields["updated_at"]),
-            )
+            sent = json.loads(payload)
+            return cls(**{wired.name: wired.read(sent[wired.key]) for wired in FIELDS})
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a project notification: {exc}") from exc
+
+
+def _declared() -> tuple[WireField, ...]:
+    hints = get_type_hints(ProjectEvent)
+    return tuple(
+        replace(attribute.metadata[_WIRE], name=attribute.name, type=hints[attribute.name])
+        for attribute in fields(ProjectEvent)
+        if _WIRE in attribute.metadata
+    )
+
+
+FIELDS = _declared()
+# ProjectStatusEvent's fields, by ProjectEvent's attribute names.
+SHOWN = tuple(wired.name for wired in FIELDS if wired.graphql is not None)

@@ -1,14 +1,18 @@
-"""broadcaster's Broadcast, wrapped for project status.
+"""Live project events for this process: one broadcaster backend, routed by project id.
 
-What the stock class does and this one does not:
-- a check-then-await in ``subscribe`` loses one of two concurrent first subscribers:
-  here a subscriber is registered synchronously, before anything is awaited;
-- an unbounded queue per subscriber that a slow client grows without end: here a
-  mailbox of at most ``MAILBOX_LIMIT`` events that collapses to the newest state;
-- a listener task that dies silently on the first error: here errors are logged and
-  the loop goes on;
-- each payload is parsed once per event, not once per subscriber, and routing is a
-  dict lookup by project id.
+The hub composes a broadcaster backend (persistence/listener.py's PostgresListener), not
+broadcaster's ``Broadcast``, whose subscribe, listener loop and disconnect have the defects
+design.md ("Live status") lists. What it does where the stock class does not:
+- a watcher is registered synchronously, before anything is awaited: the stock
+  check-then-await in ``subscribe`` loses one of two concurrent first subscribers;
+- each watcher has a mailbox of at most ``MAILBOX_LIMIT`` events that collapses to the
+  newest state, where the stock one has a queue that a slow client grows without end;
+- a payload that cannot be routed is logged and routing goes on, where the stock listener
+  task dies silently on the first error;
+- each payload is parsed once per event, not once per subscriber, and routing is a dict
+  lookup by project id;
+- when the backend reconnects, every watcher is told to re-read its row;
+- ``disconnect`` is safe after a failed ``connect``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ import asyncio
 import logging
 from collections import Counter
 
-from broadcaster import Broadcast
-
 from storyline.domain.errors import StorylineError
 from storyline.live.events import ProjectEvent
-from storyline.persistence.listener import RECONNECTED, PostgresListener
+from storyline.persistence.listener import PostgresListener
 
 log = logging.getLogger(__name__)
 
@@ -82,90 +84,95 @@ class Mailbox:
         return events, resync
 
 
-class ProjectBroadcast(Broadcast):
-    def __init__(self, backend: PostgresListener) -> None:
-        super().__init__(backend=backend)
-        self.listener = backend
+class ProjectBroadcast:
+    """The process's hub: ``connect``/``disconnect`` around the app's lifetime, and
+    ``subscribe(project_id, owner=..., limit=...)`` for each watcher."""
+
+    def __init__(self, listener: PostgresListener) -> None:
+        self.listener = listener
         self.mailboxes: dict[str, set[Mailbox]] = {}
         self.by_owner: Counter[str] = Counter()
+        self._router: asyncio.Task[None] | None = None
+        listener.add_reconnect_listener(self._resync_all)
 
     @property
     def subscriber_count(self) -> int:
         return sum(len(boxes) for boxes in self.mailboxes.values())
 
-    def subscribe(  # type: ignore[override]
-        self, channel: str, *, owner: str = "", limit: int | None = None
-    ) -> Subscription:
+    async def connect(self) -> None:
+        await self.listener.connect()
+        self._router = asyncio.create_task(self._route_all(), name="storyline-router")
+
+    async def disconnect(self) -> None:
+        router, self._router = self._router, None
+        if router is not None:
+            router.cancel()
+            await asyncio.gather(router, return_exceptions=True)
+        await self.listener.disconnect()
+
+    def subscribe(self, project_id: str, *, owner: str = "", limit: int | None = None) -> Watch:
         """Deliveries for one project id, as ``async with``: registered on entry, before
         anything is awaited. Entry raises TooManySubscriptions when ``owner`` already holds
         ``limit`` of them."""
-        return Subscription(self, channel, owner, limit)
+        return Watch(self, project_id, owner, limit)
 
-    def _register(self, channel: str, owner: str, limit: int | None) -> Mailbox:
+    def _register(self, project_id: str, owner: str, limit: int | None) -> Mailbox:
         if limit is not None and self.by_owner[owner] >= limit:
             raise TooManySubscriptions(limit)
         mailbox = Mailbox()
-        self.mailboxes.setdefault(channel, set()).add(mailbox)
+        self.mailboxes.setdefault(project_id, set()).add(mailbox)
         self.by_owner[owner] += 1
         return mailbox
 
-    def _unregister(self, channel: str, owner: str, mailbox: Mailbox) -> None:
+    def _unregister(self, project_id: str, owner: str, mailbox: Mailbox) -> None:
         self.by_owner[owner] -= 1
         if not self.by_owner[owner]:
             del self.by_owner[owner]
-        boxes = self.mailboxes.get(channel)
+        boxes = self.mailboxes.get(project_id)
         if boxes is not None:
             boxes.discard(mailbox)
             if not boxes:
-                del self.mailboxes[channel]
+                del self.mailboxes[project_id]
 
-    async def disconnect(self) -> None:
-        """Safe also after a failed connect (the stock method assumes a listener task)."""
-        task = getattr(self, "_listener_task", None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self._backend.disconnect()
-
-    async def _listener(self) -> None:
+    async def _route_all(self) -> None:
         while True:
-            event = await self._backend.next_published()
+            published = await self.listener.next_published()
             try:
-                self._route(event.channel, event.message)
+                self._route(published.message)
             except Exception:
                 log.exception("could not route a project notification")
 
-    def _route(self, channel: str, message: str) -> None:
-        if channel == RECONNECTED:
-            for boxes in self.mailboxes.values():
-                for mailbox in boxes:
-                    mailbox.request_resync()
-            return
-        event = ProjectEvent.parse(message)
+    def _route(self, payload: str) -> None:
+        event = ProjectEvent.parse(payload)
         for mailbox in self.mailboxes.get(event.project_id, ()):
             mailbox.offer(event)
 
+    def _resync_all(self) -> None:
+        for boxes in self.mailboxes.values():
+            for mailbox in boxes:
+                mailbox.request_resync()
 
-class Subscription:
-    """``async with broadcast.subscribe(...)``: a class rather than a generator-based
-    context manager, to keep each live subscription small."""
 
-    __slots__ = ("_broadcast", "_channel", "_limit", "_mailbox", "_owner")
+class Watch:
+    """``async with hub.subscribe(...)``: a class rather than a generator-based context
+    manager, to keep each live subscription small."""
+
+    __slots__ = ("_hub", "_limit", "_mailbox", "_owner", "_project_id")
 
     def __init__(
-        self, broadcast: ProjectBroadcast, channel: str, owner: str, limit: int | None
+        self, hub: ProjectBroadcast, project_id: str, owner: str, limit: int | None
     ) -> None:
-        self._broadcast = broadcast
-        self._channel = channel
+        self._hub = hub
+        self._project_id = project_id
         self._owner = owner
         self._limit = limit
         self._mailbox: Mailbox | None = None
 
     async def __aenter__(self) -> Mailbox:
-        self._mailbox = self._broadcast._register(self._channel, self._owner, self._limit)
+        self._mailbox = self._hub._register(self._project_id, self._owner, self._limit)
         return self._mailbox
 
     async def __aexit__(self, *exc: object) -> None:
         if self._mailbox is not None:
-            self._broadcast._unregister(self._channel, self._owner, self._mailbox)
+            self._hub._unregister(self._project_id, self._owner, self._mailbox)
             self._mailbox = None

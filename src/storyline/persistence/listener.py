@@ -1,8 +1,9 @@
 """Storyline's broadcaster backend: one LISTEN connection on the trigger's one channel.
 
 Unlike broadcaster's stock Postgres backend it never shares the LISTEN connection with
-anything else, reconnects with backoff when the connection is lost, and says so (a
-``RECONNECTED`` event), since notifications sent during an outage are gone for good.
+anything else, reconnects with backoff when the connection is lost, and says so (to the
+callbacks of ``add_reconnect_listener``), since notifications sent during an outage are
+gone for good.
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-from broadcaster import Event
-from broadcaster._backends.base import BroadcastBackend
 
+from storyline.compat.broadcaster import BroadcastBackend, Event
 from storyline.persistence.engine import driver_url
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "storyline_project"
-# A pseudo channel: the connection was re-established and notifications may have been missed.
-RECONNECTED = "*reconnected*"
 
 
 class PostgresListener(BroadcastBackend):
@@ -40,11 +39,17 @@ class PostgresListener(BroadcastBackend):
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
+        self._on_reconnect: list[Callable[[], None]] = []
         self.reconnects = 0
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def add_reconnect_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the connection is re-established: notifications
+        sent while it was away may be lost."""
+        self._on_reconnect.append(callback)
 
     async def connect(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name="storyline-listener")
@@ -93,7 +98,7 @@ class PostgresListener(BroadcastBackend):
                 if not first:
                     self.reconnects += 1
                     log.warning("notification listener reconnected")
-                    self._events.put_nowait(Event(RECONNECTED, ""))
+                    self._reconnected()
                 first = False
                 await self._watch(connection, lost)
                 log.warning("notification listener lost its connection")
@@ -115,6 +120,14 @@ class PostgresListener(BroadcastBackend):
                 await asyncio.wait_for(lost.wait(), timeout=self._keepalive)
             except TimeoutError:
                 await connection.execute("SELECT 1", timeout=self._keepalive)
+
+    def _reconnected(self) -> None:
+        for callback in self._on_reconnect:
+            try:
+                callback()
+            except Exception:
+                # Not the connection's fault: it must not be dropped and re-made for this.
+                log.exception("a reconnect listener failed")
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self._max_backoff, 0.05 * 2**failures)

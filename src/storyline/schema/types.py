@@ -6,7 +6,7 @@ from datetime import datetime
 
 import strawberry
 
-from storyline.live.events import ProjectEvent
+from storyline.live.events import SHOWN, ProjectEvent
 from storyline.persistence.accounts import LedgerRecord
 from storyline.persistence.projects import ProjectRecord
 from storyline.resolvers import queries
@@ -138,6 +138,9 @@ def _page_info(page: queries.Page[ProjectRecord] | queries.Page[LedgerRecord]) -
 
 @strawberry.type
 class ProjectStatusEvent:
+    """The live event as clients see it: the fields of live/events.py's declaration that
+    have a GraphQL name, and only those (tests/test_live_event.py holds them equal)."""
+
     project_id: strawberry.ID
     status: Status
     version: int
@@ -149,13 +152,4 @@ class ProjectStatusEvent:
 
     @classmethod
     def of(cls, event: ProjectEvent) -> ProjectStatusEvent:
-        return cls(
-            project_id=strawberry.ID(event.project_id),
-            status=event.status,
-            version=event.version,
-            progress=event.progress,
-            stage=event.stage,
-            error_message=event.error_message,
-            result_url=event.result_url,
-            updated_at=event.updated_at,
-        )
+        return cls(**{name: getattr(event, name) for name in SHOWN})
