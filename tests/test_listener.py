@@ -411,8 +411,10 @@ async def test_storyline_tells_every_reconnect_listener_even_when_one_fails(
 
 
 async def test_a_notification_storyline_cannot_route_is_logged_and_the_next_one_arrives(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    server_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A database of its own: any other instance listening on the suite's would log too.
+    database_url = await migrated_database(server_url)
     async with storyline_hub(database_url) as hub:
         key = hub.new_key()
         async with hub.subscribe(key) as inbox:
