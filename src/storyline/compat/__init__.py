@@ -1,0 +1,1 @@
+"""Third-party private names and undocumented hooks: one module per library."""
