@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -23,14 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from storyline.domain.ledger import LedgerKind
 from storyline.domain.lifecycle import Status
 from storyline.persistence.database import DriverStatement, Transaction
 from storyline.persistence.tables import accounts, ledger, projects
 
 # GraphQL's Int is 32-bit; a balance must stay representable.
 MAX_BALANCE = 2**31 - 1
-
-LedgerKind = Literal["GRANT", "CHARGE", "REFUND"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +65,7 @@ async def ensure_account(tx: Transaction, *, user_id: str, signup_credits: int) 
         await _append(
             tx,
             user_id=user_id,
-            kind="GRANT",
+            kind=LedgerKind.GRANT,
             amount=signup_credits,
             balance_after=signup_credits,
             reason="sign-up credits",
@@ -177,7 +175,7 @@ async def grant(tx: Transaction, *, user_id: str, amount: int, reason: str) -> i
     await _append(
         tx,
         user_id=user_id,
-        kind="GRANT",
+        kind=LedgerKind.GRANT,
         amount=amount,
         balance_after=balance,
         reason=reason,
@@ -206,7 +204,7 @@ async def _append(
 ) -> None:
     values = {
         "user_id": user_id,
-        "kind": kind,
+        "kind": kind.value,
         "amount": amount,
         "balance_after": balance_after,
         "project_id": project_id,
