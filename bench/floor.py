@@ -33,7 +33,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storyline.config import Settings
-from storyline.persistence.engine import DriverStatement
+from storyline.persistence.database import DriverStatement, Transaction
 from storyline.persistence.reservations import RESERVE
 from storyline.server import uvicorn_options
 
@@ -183,7 +183,7 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
         }
         pool = state["pool"]
         async with pool.acquire() as conn, conn.transaction():
-            row = await TX1.fetchrow(conn, arguments)
+            row = await Transaction(conn).fetchrow(TX1, arguments)
             if row["balance_before"] is None:  # first use: the account, then the charge
                 await conn.execute(
                     "INSERT INTO accounts (user_id, balance) VALUES ($1, $2)",
@@ -196,7 +196,7 @@ def create_app(database_url: str, jwt_secret: str, upstream_url: str) -> Starlet
                     user_id,
                     SIGNUP_CREDITS,
                 )
-                row = await TX1.fetchrow(conn, arguments)
+                row = await Transaction(conn).fetchrow(TX1, arguments)
             if row["balance_after"] is None:
                 raise RuntimeError("insufficient credits")
         async with state["upstream"].post(

@@ -6,7 +6,7 @@ wall time per call:
 
 - ``sqlalchemy``: the same statements through SQLAlchemy's execution layer;
 - ``driver``: Storyline's path, asyncpg's connection from SQLAlchemy's pool
-  (persistence.engine.driver_connection, statements compiled once);
+  (persistence.database.Database, statements compiled once);
 - ``asyncpg``: asyncpg's own pool, as the floor endpoint does.
 
 The first two run with SQLAlchemy's per-checkout pre-ping (Storyline's setting) and without.
@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.harness import on_scratch_database
 from storyline.persistence import projects, reservations
-from storyline.persistence.engine import DriverStatement, driver_connection, sqlalchemy_url
+from storyline.persistence.database import Database, DriverStatement, Transaction
+from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.projects import NewProject
 
 USER = "bench-statements"
@@ -73,15 +74,17 @@ def sqlalchemy_way(engine: AsyncEngine) -> tuple[Call, Confirm]:
 
 
 def driver_way(engine: AsyncEngine) -> tuple[Call, Confirm]:
+    database = Database(engine)
+
     async def tx1() -> uuid.UUID:
         project = new_project()
-        async with driver_connection(engine) as conn, conn.transaction():
-            await reservations.reserve(conn, project=project)
+        async with database.transaction() as tx:
+            await reservations.reserve(tx, project=project)
         return project.id
 
     async def confirm(project_id: uuid.UUID) -> None:
-        async with driver_connection(engine) as conn:
-            await projects.confirm_created(conn, project_id=project_id, external_id=str(project_id))
+        async with database.autocommit() as tx:
+            await projects.confirm_created(tx, project_id=project_id, external_id=str(project_id))
 
     return tx1, confirm
 
@@ -90,12 +93,13 @@ def asyncpg_way(pool: asyncpg.Pool) -> tuple[Call, Confirm]:
     async def tx1() -> uuid.UUID:
         project = new_project()
         async with pool.acquire() as conn, conn.transaction():
-            await TX1.fetchrow(conn, reservations.parameters(project))
+            await Transaction(conn).fetchrow(TX1, reservations.parameters(project))
         return project.id
 
     async def confirm(project_id: uuid.UUID) -> None:
         async with pool.acquire() as conn:
-            await CONFIRM_SQL.fetchrow(conn, {"id": project_id, "external_id": str(project_id)})
+            values = {"id": project_id, "external_id": str(project_id)}
+            await Transaction(conn).fetchrow(CONFIRM_SQL, values)
 
     return tx1, confirm
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.persistence import reservations
-from storyline.persistence.engine import driver_connection
+from storyline.persistence.database import DriverStatement, Transaction
 from storyline.persistence.projects import NewProject
 from tests.support import Api, books, new_user
 
@@ -84,22 +84,22 @@ async def test_a_refusal_under_concurrent_charges_carries_the_balance_that_refus
 
 
 class GrantAfterFirstStatement:
-    """An asyncpg connection on which credits are granted, and committed elsewhere, right
-    after its first statement: the moment a concurrent grant can land between a refused
-    debit and what follows it."""
+    """A transaction in which credits are granted, and committed elsewhere, right after its
+    first statement: the moment a concurrent grant can land between a refused debit and
+    what follows it."""
 
-    def __init__(self, conn: Any, grant: Callable[[], Awaitable[None]]) -> None:
-        self.conn, self.grant, self.granted = conn, grant, False
+    def __init__(self, tx: Transaction, grant: Callable[[], Awaitable[None]]) -> None:
+        self.tx, self.grant, self.granted = tx, grant, False
 
-    async def fetchrow(self, sql: str, *arguments: object) -> Any:
-        row = await self.conn.fetchrow(sql, *arguments)
+    async def fetchrow(self, statement: DriverStatement, values: Mapping[str, object]) -> Any:
+        row = await self.tx.fetchrow(statement, values)
         if not self.granted:
             self.granted = True
             await self.grant()
         return row
 
-    async def fetchval(self, sql: str, *arguments: object) -> Any:
-        return await self.conn.fetchval(sql, *arguments)
+    async def fetchval(self, statement: DriverStatement, values: Mapping[str, object]) -> Any:
+        return await self.tx.fetchval(statement, values)
 
 
 async def test_credits_granted_after_a_refused_debit_pay_for_the_project(
@@ -119,8 +119,8 @@ async def test_credits_granted_after_a_refused_debit_pay_for_the_project(
         idempotency_key=None,
         request_fingerprint="test",
     )
-    async with driver_connection(api.services.engine) as conn, conn.transaction():
-        wrapped = GrantAfterFirstStatement(conn, lambda: api.grant(user, 100))
+    async with api.services.database.transaction() as tx:
+        wrapped: Any = GrantAfterFirstStatement(tx, lambda: api.grant(user, 100))
         project = await reservations.reserve(wrapped, project=new)
     assert project.id == new.id
     state = await books(engine, user)

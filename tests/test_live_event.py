@@ -16,7 +16,6 @@ import asyncpg
 import pytest
 from graphql import GraphQLNonNull, GraphQLObjectType
 from graphql import build_schema as parse_schema
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.live.events import FIELDS, ProjectEvent
 from storyline.persistence import projects
@@ -63,7 +62,7 @@ async def update_and_hear(
 
 
 async def test_the_trigger_sends_the_declared_fields_and_they_parse_to_the_row(
-    api: Api, database_url: str, engine: AsyncEngine
+    api: Api, database_url: str
 ) -> None:
     project = (await api.generate(new_user()))["data"]["generateStory"]
     sent, raw = await update_and_hear(
@@ -71,8 +70,8 @@ async def test_the_trigger_sends_the_declared_fields_and_they_parse_to_the_row(
     )
 
     assert set(sent) == DECLARED_KEYS
-    async with engine.connect() as conn:
-        row = await projects.get(conn, project_id=uuid.UUID(project["id"]))
+    async with api.services.database.autocommit() as tx:
+        row = await projects.get(tx, project_id=uuid.UUID(project["id"]))
     assert row is not None
     assert ProjectEvent.parse(raw) == ProjectEvent.of(row)
 

@@ -29,8 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.domain.lifecycle import Status
+from storyline.jobs.sweeper import sweep
 from storyline.persistence.invariants import violations
-from storyline.resolvers.sweep import sweep
 from tests.support import new_user
 from tests.threaded import World
 

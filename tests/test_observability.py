@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from storyline.jobs.sweeper import sweep
 from storyline.logs import JsonFormatter
-from storyline.resolvers.sweep import sweep
 from tests.conftest import migrated_database
 from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token

@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 from uuid import uuid4
 
 import httpx
@@ -30,13 +30,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from storyline.auth import Role
+from storyline.domain.lifecycle import Status
 from storyline.pipeline.example_flow import STAGES, story_video
 from storyline.pipeline.prefect import (
     TOKEN_ENV,
     URL_ENV,
-    Connection,
+    Endpoint,
     ReportingHooks,
     ReportRejected,
+    StatusName,
     StorylineNotConfigured,
     StorylineUnavailable,
     backoff,
@@ -344,18 +346,18 @@ def test_answers_are_retried_only_when_transient(
         interpret(response)
 
 
-def test_connection_from_environment_keeps_the_token_out_of_sight(
+def test_endpoint_from_environment_keeps_the_token_out_of_sight(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(URL_ENV, raising=False)
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     with pytest.raises(StorylineNotConfigured, match=f"{URL_ENV} and {TOKEN_ENV}"):
-        Connection.resolve()
+        Endpoint.resolve()
     monkeypatch.setenv(URL_ENV, "http://storyline.test/graphql")
     monkeypatch.setenv(TOKEN_ENV, "secret-token-value")
-    connection = Connection.resolve()
-    assert connection.url == "http://storyline.test/graphql"
-    assert "secret-token-value" not in repr(connection)
+    endpoint = Endpoint.resolve()
+    assert endpoint.url == "http://storyline.test/graphql"
+    assert "secret-token-value" not in repr(endpoint)
     assert "secret-token-value" not in repr(ReportingHooks(token="secret-token-value"))
 
 
@@ -363,3 +365,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert backoff(1.0, retries=8, cap=60) == [1, 2, 4, 8, 16, 32, 60, 60]
     assert report_status.retries == 8
     assert report_status.retry_jitter_factor
+
+
+def test_the_statuses_a_pipeline_reports_are_storylines() -> None:
+    assert set(get_args(StatusName)) == {status.value for status in Status}

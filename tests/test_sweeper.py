@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storyline.domain.lifecycle import Report, Status
+from storyline.jobs.sweeper import _settle, _stale, sweep
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from storyline.resolvers.sweep import _settle, _stale, sweep
 from tests.conftest import migrated_database
 from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user, storyline, token

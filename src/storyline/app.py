@@ -12,9 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -40,13 +38,13 @@ from storyline.compat.strawberry import (
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
 from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
+from storyline.jobs.sweeper import run_sweeper
 from storyline.limits import BodySizeLimit
 from storyline.live.hub import ProjectBroadcast
 from storyline.logs import RequestIds
 from storyline.metrics import Metrics
-from storyline.persistence.engine import create_engine
+from storyline.persistence.database import Database
 from storyline.persistence.listener import PostgresListener
-from storyline.resolvers.sweep import run_sweeper
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
 from storyline.schema.fanout import FanoutTransportWS
@@ -179,7 +177,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(database_url, pool_size=settings.db_pool_size)
+        database = Database.open(database_url, pool_size=settings.db_pool_size)
         video = VideoService(
             settings.upstream_url or f"{self_url}{SIMULATOR_PATH}",
             token=upstream_token,
@@ -192,11 +190,11 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             reconnects=lambda: broadcast.listener.reconnects,
         )
         try:
-            await _wait_for_database(engine)
+            await _wait_for_database(database)
             await broadcast.connect()
             app.state.services = Services(
                 settings=settings,
-                engine=engine,
+                database=database,
                 video=video,
                 jwt_secret=jwt_secret,
                 broadcast=broadcast,
@@ -219,7 +217,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             if simulator is not None:
                 await simulator.aclose()
             await video.aclose()
-            await engine.dispose()
+            await database.dispose()
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -228,8 +226,8 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         services: Services = request.app.state.services
         listener = "connected" if services.broadcast.listener.connected else "disconnected"
         try:
-            async with asyncio.timeout(2), services.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with asyncio.timeout(2):
+                await services.database.ping()
             database = "ok"
         except (OSError, DBAPIError, TimeoutError):
             database = "unreachable"
@@ -302,11 +300,10 @@ class StorylineApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _wait_for_database(engine: AsyncEngine, *, attempts: int = 30) -> None:
+async def _wait_for_database(database: Database, *, attempts: int = 30) -> None:
     for attempt in range(attempts):
         try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await database.ping()
             return
         except (OSError, OperationalError, DBAPIError):
             if attempt == attempts - 1:

@@ -7,11 +7,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from storyline.config import Settings
 from storyline.live.hub import ProjectBroadcast
 from storyline.metrics import Metrics
+from storyline.persistence.database import Database
 from storyline.upstream.client import VideoService
 
 T = TypeVar("T")
@@ -38,7 +37,7 @@ class Background:
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     video: VideoService
     jwt_secret: str
     broadcast: ProjectBroadcast

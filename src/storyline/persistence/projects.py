@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from sqlalchemy import Select, bindparam, case, func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import DateTime, Integer, Uuid, bindparam, case, func, select, tuple_, update
 
 from storyline.domain.lifecycle import Change, Status
-from storyline.persistence.engine import DriverStatement
+from storyline.persistence.database import DriverStatement, Transaction
 from storyline.persistence.tables import projects
 
 
@@ -61,21 +60,28 @@ class NewProject:
     request_fingerprint: str
 
 
-async def get(conn: AsyncConnection, *, project_id: uuid.UUID) -> ProjectRecord | None:
-    return await _one(conn, select(projects).where(projects.c.id == project_id))
+_GET = DriverStatement.of(select(projects).where(projects.c.id == bindparam("project_id")))
+_BY_KEY = DriverStatement.of(
+    select(projects).where(
+        projects.c.user_id == bindparam("user_id"), projects.c.idempotency_key == bindparam("key")
+    )
+)
+
+
+async def get(tx: Transaction, *, project_id: uuid.UUID) -> ProjectRecord | None:
+    row = await tx.fetchrow(_GET, {"project_id": project_id})
+    return None if row is None else record_of(row)
 
 
 async def find_by_idempotency_key(
-    conn: AsyncConnection, *, user_id: str, key: str
+    tx: Transaction, *, user_id: str, key: str
 ) -> ProjectRecord | None:
-    return await _one(
-        conn,
-        select(projects).where(projects.c.user_id == user_id, projects.c.idempotency_key == key),
-    )
+    row = await tx.fetchrow(_BY_KEY, {"user_id": user_id, "key": key})
+    return None if row is None else record_of(row)
 
 
-# updateStatus's statements, on asyncpg's connection (see persistence.engine.driver_connection):
-# the pipeline reports progress many times a second, and these are its database work.
+# updateStatus's statements: the pipeline reports progress many times a second, and these
+# are its database work.
 _LOCK = {
     key: DriverStatement.of(
         select(projects).where(projects.c[key] == bindparam(key)).with_for_update()
@@ -106,19 +112,17 @@ _MARK_REPORTED = DriverStatement.of(
 
 
 async def lock(
-    conn: asyncpg.Connection, *, project_id: uuid.UUID | None, external_id: str | None
+    tx: Transaction, *, project_id: uuid.UUID | None, external_id: str | None
 ) -> ProjectRecord | None:
     """The project named by exactly one of the two ids, locked FOR UPDATE."""
     if (project_id is None) == (external_id is None):
         raise ValueError("name the project by exactly one id")
     key, value = ("id", project_id) if project_id is not None else ("external_id", external_id)
-    row = await _LOCK[key].fetchrow(conn, {key: value})
+    row = await tx.fetchrow(_LOCK[key], {key: value})
     return None if row is None else record_of(row)
 
 
-async def apply_change(
-    conn: asyncpg.Connection, *, project_id: uuid.UUID, change: Change
-) -> ProjectRecord:
+async def apply_change(tx: Transaction, *, project_id: uuid.UUID, change: Change) -> ProjectRecord:
     extra = {Status.FAILED: "error_message", Status.COMPLETED: "result_url"}.get(change.status, "")
     values: dict[str, object] = {
         "project_id": project_id,
@@ -128,14 +132,14 @@ async def apply_change(
         "new_error_message": change.error_message,
         "new_result_url": change.result_url,
     }
-    row = await _APPLY[extra].fetchrow(conn, values)
+    row = await tx.fetchrow(_APPLY[extra], values)
     assert row is not None, "the caller holds the row's lock"
     return record_of(row)
 
 
-async def mark_reported(conn: asyncpg.Connection, *, project_id: uuid.UUID) -> None:
+async def mark_reported(tx: Transaction, *, project_id: uuid.UUID) -> None:
     """The pipeline spoke: a sign of life for the sweeper, not a change (same version)."""
-    await _MARK_REPORTED.execute(conn, {"project_id": project_id})
+    await tx.execute(_MARK_REPORTED, {"project_id": project_id})
 
 
 _CONFIRM_CREATED = DriverStatement.of(
@@ -157,16 +161,14 @@ class ExternalIdTaken(Exception):
 
 
 async def confirm_created(
-    conn: asyncpg.Connection, *, project_id: uuid.UUID, external_id: str
+    tx: Transaction, *, project_id: uuid.UUID, external_id: str
 ) -> ProjectRecord:
     """Record the upstream id; move to PROCESSING only if no report has moved it on already.
-    Raises ExternalIdTaken when the id is another project's.
-
-    On asyncpg's connection (see persistence.engine.driver_connection): generateStory's
-    second statement."""
+    Raises ExternalIdTaken when the id is another project's. generateStory's second
+    statement, atomic on its own."""
     parameters = {"project_id": project_id, "new_external_id": external_id}
     try:
-        row = await _CONFIRM_CREATED.fetchrow(conn, parameters)
+        row = await tx.fetchrow(_CONFIRM_CREATED, parameters)
     except asyncpg.UniqueViolationError as violation:
         if violation.constraint_name != "projects_external_id_key":
             raise
@@ -175,8 +177,29 @@ async def confirm_created(
     return record_of(row)
 
 
+def _page_query(*, by_status: bool, after: bool) -> DriverStatement:
+    query = select(projects).where(projects.c.user_id == bindparam("user_id"))
+    if by_status:
+        query = query.where(projects.c.status == bindparam("status"))
+    if after:
+        position = tuple_(
+            bindparam("after_created_at", type_=DateTime(timezone=True)),
+            bindparam("after_id", type_=Uuid),
+        )
+        query = query.where(tuple_(projects.c.created_at, projects.c.id) < position)
+    query = query.order_by(projects.c.created_at.desc(), projects.c.id.desc())
+    return DriverStatement.of(query.limit(bindparam("limit", type_=Integer)))
+
+
+_PAGE = {
+    (by_status, after): _page_query(by_status=by_status, after=after)
+    for by_status in (False, True)
+    for after in (False, True)
+}
+
+
 async def page(
-    conn: AsyncConnection,
+    tx: Transaction,
     *,
     user_id: str,
     status: Status | None,
@@ -184,15 +207,10 @@ async def page(
     after: tuple[datetime, uuid.UUID] | None,
 ) -> list[ProjectRecord]:
     """Newest first, keyed on (created_at, id); one row more than asked shows a next page."""
-    query = select(projects).where(projects.c.user_id == user_id)
+    values: dict[str, object] = {"user_id": user_id, "limit": first + 1}
     if status is not None:
-        query = query.where(projects.c.status == status.value)
+        values["status"] = status.value
     if after is not None:
-        query = query.where(tuple_(projects.c.created_at, projects.c.id) < tuple_(*after))
-    query = query.order_by(projects.c.created_at.desc(), projects.c.id.desc()).limit(first + 1)
-    return [ProjectRecord(**row._mapping) for row in await conn.execute(query)]
-
-
-async def _one(conn: AsyncConnection, query: Select[tuple[object, ...]]) -> ProjectRecord | None:
-    row = (await conn.execute(query)).one_or_none()
-    return None if row is None else ProjectRecord(**row._mapping)
+        values["after_created_at"], values["after_id"] = after
+    rows = await tx.fetch(_PAGE[status is not None, after is not None], values)
+    return [record_of(row) for row in rows]

@@ -1,18 +1,16 @@
 """Tx1 of generateStory in one statement: the PENDING project, its debit and its ledger row.
 
 One round trip instead of four: generateStory's throughput is bound by the API process's
-CPU, and each statement costs it far more than it costs PostgreSQL. It runs on asyncpg's
-connection (persistence.engine.driver_connection), compiled once. The caller owns the
+CPU, and each statement costs it far more than it costs PostgreSQL. The caller owns the
 transaction; every refusal is raised so that it rolls back, and a refused reservation
 writes nothing.
 """
 
 from __future__ import annotations
 
-import asyncpg
 from sqlalchemy import text
 
-from storyline.persistence.engine import DriverStatement
+from storyline.persistence.database import DriverStatement, Transaction
 from storyline.persistence.projects import NewProject, ProjectRecord, record_of
 
 
@@ -110,28 +108,28 @@ def parameters(project: NewProject) -> dict[str, object]:
     }
 
 
-async def reserve(conn: asyncpg.Connection, *, project: NewProject) -> ProjectRecord:
+async def reserve(tx: Transaction, *, project: NewProject) -> ProjectRecord:
     """Insert ``project`` as PENDING and charge its ``credits_used``, or raise NoAccount,
     KeyTaken or BalanceTooLow (with the balance that refused the charge). One statement
     unless the balance is short."""
-    row = await _RESERVE.fetchrow(conn, parameters(project))
+    row = await tx.fetchrow(_RESERVE, parameters(project))
     assert row is not None, "its last SELECT always returns one row"
     if row["balance_before"] is None:
         raise NoAccount
     if row["id"] is None:
         raise KeyTaken
     if row["balance_after"] is None:
-        await _charge_after_refusal(conn, project)
+        await _charge_after_refusal(tx, project)
     return record_of(row)
 
 
-async def _charge_after_refusal(conn: asyncpg.Connection, project: NewProject) -> None:
+async def _charge_after_refusal(tx: Transaction, project: NewProject) -> None:
     """The charge RESERVE's debit refused, taken now if the balance covers it (see
     _BALANCE_NOW), else BalanceTooLow with that balance."""
     values = parameters(project)
-    balance = await _BALANCE_NOW.fetchval(conn, values)
+    balance = await tx.fetchval(_BALANCE_NOW, values)
     assert balance is not None, "accounts are never deleted"
     if balance < project.credits_used:
         raise BalanceTooLow(balance)
-    charged = await _CHARGE.fetchval(conn, values)
+    charged = await tx.fetchval(_CHARGE, values)
     assert charged is not None, "the account is locked with a balance that covers the charge"

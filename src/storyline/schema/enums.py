@@ -6,10 +6,9 @@ every schema module imports its enums from here.
 
 from __future__ import annotations
 
-import enum
-
 import strawberry
 
+from storyline.domain.ledger import LedgerKind
 from storyline.domain.lifecycle import Status
 from storyline.domain.pricing import Quality
 from storyline.domain.requests import AspectRatio
@@ -17,13 +16,7 @@ from storyline.domain.requests import AspectRatio
 strawberry.enum(Status, name="ProjectStatus")
 strawberry.enum(Quality, name="VideoQuality")
 strawberry.enum(AspectRatio, name="AspectRatio")
-
-
-@strawberry.enum
-class LedgerKind(enum.Enum):
-    GRANT = "GRANT"
-    CHARGE = "CHARGE"
-    REFUND = "REFUND"
+strawberry.enum(LedgerKind, name="LedgerKind")
 
 
 __all__ = ["AspectRatio", "LedgerKind", "Quality", "Status"]

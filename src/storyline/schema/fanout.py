@@ -47,12 +47,12 @@ from storyline.compat.strawberry import (
     run_execute_hooks,
 )
 from storyline.live.events import ProjectEvent
-from storyline.resolvers.subscriptions import watch_project
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
 from storyline.schema.roots import StorylineSchema
 from storyline.schema.subprotocols import TransportWS
 from storyline.schema.types import ProjectStatusEvent
+from storyline.usecases.subscriptions import watch_project
 
 FIELD = "projectStatus"
 SUBSCRIPTION = (StrawberryOperationType.SUBSCRIPTION,)

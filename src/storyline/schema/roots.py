@@ -18,11 +18,6 @@ from storyline.auth import Role
 from storyline.compat.strawberry import graphql_schema, operation_types_allowed
 from storyline.config import Settings
 from storyline.domain.pricing import price
-from storyline.resolvers import queries
-from storyline.resolvers.generate_story import generate_story
-from storyline.resolvers.grant_credits import grant_credits
-from storyline.resolvers.subscriptions import watch_project
-from storyline.resolvers.update_status import update_status
 from storyline.schema.context import Info
 from storyline.schema.documents import DocumentGuard, GuardedDocuments
 from storyline.schema.enums import Quality, Status
@@ -37,6 +32,11 @@ from storyline.schema.types import (
     ProjectConnection,
     ProjectStatusEvent,
 )
+from storyline.usecases import queries
+from storyline.usecases.generate_story import generate_story
+from storyline.usecases.grant_credits import grant_credits
+from storyline.usecases.subscriptions import watch_project
+from storyline.usecases.update_status import update_status
 
 log = logging.getLogger("storyline.schema")
 

@@ -9,9 +9,9 @@ import strawberry
 from storyline.live.events import SHOWN, ProjectEvent
 from storyline.persistence.accounts import LedgerRecord
 from storyline.persistence.projects import ProjectRecord
-from storyline.resolvers import queries
 from storyline.schema.context import Info
 from storyline.schema.enums import AspectRatio, LedgerKind, Quality, Status
+from storyline.usecases import queries
 
 
 @strawberry.type

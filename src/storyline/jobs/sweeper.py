@@ -16,19 +16,15 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-
-from sqlalchemy import ColumnElement, func, select
 
 from storyline import logs
 from storyline.domain.lifecycle import Report, Status
-from storyline.persistence.engine import driver_of
-from storyline.persistence.projects import ProjectRecord
-from storyline.persistence.tables import projects as projects_table
-from storyline.resolvers.update_status import refunded, transition
+from storyline.persistence import stale
 from storyline.services import Services
 from storyline.upstream.client import UpstreamUnavailable
+from storyline.usecases.transitions import refunded, transition
 
 log = logging.getLogger(__name__)
 
@@ -76,29 +72,13 @@ async def run_sweeper(services: Services, *, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def _silent_since(status: Status) -> ColumnElement[datetime]:
-    """When a project in ``status`` last showed a sign of life."""
-    table = projects_table
-    if status is Status.PROCESSING:
-        return func.coalesce(table.c.last_report_at, table.c.updated_at)
-    return table.c.updated_at
-
-
 async def _stale(services: Services, status: Status, age: timedelta) -> dict[uuid.UUID, str | None]:
     """Projects (id -> upstream id) in ``status`` with no sign of life for ``age``.
 
     Only candidates: each is re-checked under its row lock before anything is done.
     """
-    table = projects_table
-    since = _silent_since(status)
-    query = (
-        select(table.c.id, table.c.external_id)
-        .where(table.c.status == status.value, since < func.now() - age)
-        .order_by(since)
-        .limit(BATCH)
-    )
-    async with services.engine.connect() as conn:
-        return {row.id: row.external_id for row in await conn.execute(query)}
+    async with services.database.autocommit() as tx:
+        return await stale.candidates(tx, status=status, age=age, limit=BATCH)
 
 
 async def _settle(
@@ -119,22 +99,11 @@ async def _settle(
 async def _apply(
     services: Services, project_id: uuid.UUID, expected: Status, age: timedelta, report: Report
 ) -> bool:
-    table = projects_table
-    still_stale = (
-        select(table)
-        .where(
-            table.c.id == project_id,
-            table.c.status == expected.value,
-            _silent_since(expected) < func.now() - age,
-        )
-        .with_for_update(skip_locked=True)
-    )
-    async with services.engine.begin() as conn:
-        row = (await conn.execute(still_stale)).one_or_none()
-        if row is None:
+    async with services.database.transaction() as tx:
+        current = await stale.lock_if_stale(tx, project_id=project_id, status=expected, age=age)
+        if current is None:
             return False
-        current = ProjectRecord(**row._mapping)
-        updated = await transition(await driver_of(conn), current, report)
+        updated = await transition(tx, current, report)
     services.metrics.refunded.inc(refunded(current, updated))
     log.warning(
         "sweeper moved project %s from %s to %s", project_id, expected.value, updated.status

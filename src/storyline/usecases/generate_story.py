@@ -10,8 +10,6 @@ import asyncio
 import logging
 import uuid
 
-import asyncpg
-
 from storyline import logs
 from storyline.auth import Principal
 from storyline.domain.errors import IdempotencyConflict, InsufficientCredits, UpstreamFailed
@@ -20,11 +18,11 @@ from storyline.domain.pricing import price
 from storyline.domain.requests import StoryRequest
 from storyline.faults import crash_point
 from storyline.persistence import accounts, projects, reservations
-from storyline.persistence.engine import driver_connection, driver_of
+from storyline.persistence.database import Transaction
 from storyline.persistence.projects import NewProject, ProjectRecord
-from storyline.resolvers.update_status import refunded, transition
 from storyline.services import Services
 from storyline.upstream.client import JobRequest, UpstreamRefused, UpstreamTimedOut
+from storyline.usecases.transitions import refunded, transition
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +61,8 @@ async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
         external_id = await services.video.create_job(job)
     except UpstreamTimedOut:
         log.warning("video service did not answer for project %s; left PENDING", project.id)
-        async with services.engine.connect() as conn:
-            current = await projects.get(conn, project_id=project.id)
+        async with services.database.autocommit() as tx:
+            current = await projects.get(tx, project_id=project.id)
         assert current is not None
         return current
     except UpstreamRefused as refused:
@@ -73,9 +71,9 @@ async def _create(services: Services, project: ProjectRecord) -> ProjectRecord:
 
     try:
         # One statement, atomic on its own: no BEGIN and COMMIT round trips around it.
-        async with driver_connection(services.engine) as conn:
+        async with services.database.autocommit() as tx:
             return await projects.confirm_created(
-                conn, project_id=project.id, external_id=external_id
+                tx, project_id=project.id, external_id=external_id
             )
     except projects.ExternalIdTaken:
         # The service's defect, not the user's: the job it named is another project's, so
@@ -100,25 +98,21 @@ async def _reserve(
         idempotency_key=request.idempotency_key,
         request_fingerprint=request.fingerprint(),
     )
-    return await _charge(services, new)
-
-
-async def _charge(services: Services, new: NewProject) -> ProjectRecord:
     try:
-        async with driver_connection(services.engine) as conn, conn.transaction():
-            return await _reserve_on(conn, new)
+        async with services.database.transaction() as tx:
+            return await _reserve_in(tx, new)
     except reservations.NoAccount:
         # First use: the account, its sign-up grant and the charge in one transaction.
-        async with services.engine.begin() as conn:
+        async with services.database.transaction() as tx:
             await accounts.ensure_account(
-                conn, user_id=new.user_id, signup_credits=services.settings.signup_credits
+                tx, user_id=new.user_id, signup_credits=services.settings.signup_credits
             )
-            return await _reserve_on(await driver_of(conn), new)
+            return await _reserve_in(tx, new)
 
 
-async def _reserve_on(conn: asyncpg.Connection, new: NewProject) -> ProjectRecord:
+async def _reserve_in(tx: Transaction, new: NewProject) -> ProjectRecord:
     try:
-        project = await reservations.reserve(conn, project=new)
+        project = await reservations.reserve(tx, project=new)
     except reservations.BalanceTooLow as low:
         raise InsufficientCredits(required=new.credits_used, balance=low.balance) from None
     crash_point("generate-before-charge-commit")
@@ -127,9 +121,9 @@ async def _reserve_on(conn: asyncpg.Connection, new: NewProject) -> ProjectRecor
 
 async def _replay(services: Services, principal: Principal, request: StoryRequest) -> ProjectRecord:
     assert request.idempotency_key is not None
-    async with services.engine.connect() as conn:
+    async with services.database.autocommit() as tx:
         existing = await projects.find_by_idempotency_key(
-            conn, user_id=principal.user_id, key=request.idempotency_key
+            tx, user_id=principal.user_id, key=request.idempotency_key
         )
     assert existing is not None, "the conflicting insert has committed"
     return _same_request(existing, request)
@@ -144,12 +138,12 @@ def _same_request(existing: ProjectRecord, request: StoryRequest) -> ProjectReco
 async def _fail(services: Services, project: ProjectRecord, reason: str) -> ProjectRecord:
     """FAILED + REFUND after a definite refusal, unless a report already ended the project."""
     message = f"The video service did not take the job: {reason}."
-    async with driver_connection(services.engine) as conn, conn.transaction():
-        locked = await projects.lock(conn, project_id=project.id, external_id=None)
+    async with services.database.transaction() as tx:
+        locked = await projects.lock(tx, project_id=project.id, external_id=None)
         assert locked is not None
         if Status(locked.status).terminal:
             return locked
-        failed = await transition(conn, locked, Report(Status.FAILED, error_message=message))
+        failed = await transition(tx, locked, Report(Status.FAILED, error_message=message))
     services.metrics.refunded.inc(refunded(locked, failed))
     log.warning("video service refused project %s (%s); refunded", project.id, reason)
     raise UpstreamFailed(str(project.id), reason)

@@ -10,8 +10,8 @@ from storyline.domain.errors import NotFound, Unauthenticated
 from storyline.live.events import ProjectEvent
 from storyline.persistence import projects
 from storyline.persistence.projects import ProjectRecord
-from storyline.resolvers.queries import can_see
 from storyline.services import Services
+from storyline.usecases.access import can_see
 
 
 async def watch_project(
@@ -65,5 +65,5 @@ def _version(event: ProjectEvent) -> int:
 
 
 async def _read(services: Services, key: uuid.UUID) -> ProjectRecord | None:
-    async with services.engine.connect() as conn:
-        return await projects.get(conn, project_id=key)
+    async with services.database.autocommit() as tx:
+        return await projects.get(tx, project_id=key)

@@ -18,6 +18,7 @@ from storyline.persistence import accounts, projects
 from storyline.persistence.accounts import LedgerRecord
 from storyline.persistence.projects import ProjectRecord
 from storyline.services import Services
+from storyline.usecases.access import can_see
 
 T = TypeVar("T")
 
@@ -30,11 +31,11 @@ class Page(Generic[T]):
 
 async def account_balance(services: Services, principal: Principal) -> int:
     """The caller's balance, creating the account (with its sign-up grant) on first use."""
-    async with services.engine.begin() as conn:
+    async with services.database.transaction() as tx:
         await accounts.ensure_account(
-            conn, user_id=principal.user_id, signup_credits=services.settings.signup_credits
+            tx, user_id=principal.user_id, signup_credits=services.settings.signup_credits
         )
-        balance = await accounts.balance_of(conn, user_id=principal.user_id)
+        balance = await accounts.balance_of(tx, user_id=principal.user_id)
     assert balance is not None
     return balance
 
@@ -44,8 +45,8 @@ async def ledger_page(
 ) -> Page[LedgerRecord]:
     check_page_size(first)
     before_id = None if after is None else int(_decode(after, "l"))
-    async with services.engine.connect() as conn:
-        rows = await accounts.ledger_page(conn, user_id=user_id, first=first, before_id=before_id)
+    async with services.database.autocommit() as tx:
+        rows = await accounts.ledger_page(tx, user_id=user_id, first=first, before_id=before_id)
     return Page([(_encode("l", str(row.id)), row) for row in rows[:first]], len(rows) > first)
 
 
@@ -56,13 +57,9 @@ async def project(
         key = uuid.UUID(project_id)
     except ValueError:
         return None  # no project has such an id
-    async with services.engine.connect() as conn:
-        record = await projects.get(conn, project_id=key)
+    async with services.database.autocommit() as tx:
+        record = await projects.get(tx, project_id=key)
     return record if record is not None and can_see(principal, record) else None
-
-
-def can_see(principal: Principal, record: ProjectRecord) -> bool:
-    return principal.sees_every_project or record.user_id == principal.user_id
 
 
 async def project_page(
@@ -75,9 +72,9 @@ async def project_page(
 ) -> Page[ProjectRecord]:
     check_page_size(first)
     position = None if after is None else _project_position(after)
-    async with services.engine.connect() as conn:
+    async with services.database.autocommit() as tx:
         rows = await projects.page(
-            conn, user_id=principal.user_id, status=status, first=first, after=position
+            tx, user_id=principal.user_id, status=status, first=first, after=position
         )
     items = [(_encode("p", f"{row.created_at.isoformat()}|{row.id}"), row) for row in rows[:first]]
     return Page(items, len(rows) > first)

@@ -1,0 +1,1 @@
+"""Background jobs every instance runs beside the API (the sweeper)."""

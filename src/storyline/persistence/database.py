@@ -1,0 +1,119 @@
+"""The one way use cases reach the database.
+
+``Database.transaction()`` (BEGIN … COMMIT) and ``Database.autocommit()`` (each statement
+commits on its own: reads, or one statement that is atomic by itself) both hand out a
+``Transaction``, the only handle use cases pass to persistence functions. Persistence
+functions never commit; the use case that opened the transaction decides when it ends.
+
+Underneath, statements are built with SQLAlchemy, compiled once (``DriverStatement``) and
+run on asyncpg's own connection, taken from SQLAlchemy's pool: SQLAlchemy's execution
+layer (greenlet hand-offs, result processing) costs the API process more CPU than the
+statements themselves (``python -m bench.statements`` compares the two), and generateStory
+and updateStatus, the mutations clients send at rate, are bound by that CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement
+
+from storyline.compat.sqlalchemy import compile_positional, pooled_driver_connection
+from storyline.persistence.engine import create_engine
+
+_NO_VALUES: Mapping[str, object] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """A statement built with SQLAlchemy, compiled once for asyncpg (``$n`` parameters).
+
+    ``arguments`` takes the named parameters; the values the statement carries itself
+    (literals SQLAlchemy made parameters of) are filled in.
+    """
+
+    sql: str
+    parameters: tuple[str, ...]
+    constants: Mapping[str, object]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> DriverStatement:
+        return cls(*compile_positional(statement))
+
+    def arguments(self, values: Mapping[str, object]) -> list[object]:
+        return [
+            values[name] if name in values else self.constants[name] for name in self.parameters
+        ]
+
+
+class Transaction:
+    """One pooled connection, in a transaction or committing statement by statement (as
+    the ``Database`` method that opened it says). Valid only inside that ``async with``."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+
+    async def fetch(
+        self, statement: DriverStatement, values: Mapping[str, object] = _NO_VALUES
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._driver.fetch(
+            statement.sql, *statement.arguments(values)
+        )
+        return rows
+
+    async def fetchrow(
+        self, statement: DriverStatement, values: Mapping[str, object] = _NO_VALUES
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._driver.fetchrow(
+            statement.sql, *statement.arguments(values)
+        )
+        return row
+
+    async def fetchval(
+        self, statement: DriverStatement, values: Mapping[str, object] = _NO_VALUES
+    ) -> Any:
+        return await self._driver.fetchval(statement.sql, *statement.arguments(values))
+
+    async def execute(
+        self, statement: DriverStatement, values: Mapping[str, object] = _NO_VALUES
+    ) -> None:
+        await self._driver.execute(statement.sql, *statement.arguments(values))
+
+
+class Database:
+    """The engine's pool, and the two ways into it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int) -> Database:
+        return cls(create_engine(url, pool_size=pool_size))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """BEGIN … COMMIT, or ROLLBACK when the block raises."""
+        async with pooled_driver_connection(self.engine) as driver, driver.transaction():
+            yield Transaction(driver)
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Transaction]:
+        """No BEGIN and COMMIT round trips: each statement is its own transaction."""
+        async with pooled_driver_connection(self.engine) as driver:
+            yield Transaction(driver)
+
+    async def ping(self) -> None:
+        """``SELECT 1``; raises SQLAlchemy's DBAPIError (or OSError) when the database is away."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,1 +1,0 @@
-"""Use cases. Each owns its transactions; the schema layer only converts types."""
