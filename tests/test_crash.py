@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from storyline.faults import POINTS
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
-from tests.processes import served, server_env
 from tests.support import GENERATE, books, new_user, storyline, token
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.processes import served, server_env
 
 
 async def statuses(engine: AsyncEngine) -> list[str]:

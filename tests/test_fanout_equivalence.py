@@ -37,8 +37,8 @@ from websockets.asyncio.client import ClientConnection
 from storyline.app import GraphQLApp
 from storyline.schema.fanout import FanoutTransportWS
 from tests.support import Api, new_user, token
-from tests.threaded import World
-from tests.watch import LEGACY_WS, TRANSPORT_WS, connected
+from tests.support.threaded import World
+from tests.support.watch import LEGACY_WS, TRANSPORT_WS, connected
 
 EXAMPLES = int(os.environ.get("STORYLINE_FANOUT_EXAMPLES", "20"))
 MAX_ALIASES = 6

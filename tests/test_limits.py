@@ -11,10 +11,10 @@ import pytest
 from graphql import get_introspection_query
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token
-from tests.watch import connected, start
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.watch import connected, start
 
 ME = "{ me { balance } }"
 

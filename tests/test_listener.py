@@ -42,10 +42,10 @@ from storyline.live.hub import Mailbox, ProjectBroadcast
 from storyline.persistence.embedded import embedded_server
 from storyline.persistence.listener import CHANNEL, PostgresListener
 from storyline.persistence.migrate import migrate
-from tests.conftest import create_database, migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token
-from tests.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, start
+from tests.support.databases import create_database, migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, start
 
 STOCK = "stock"
 STORYLINE = "storyline"

@@ -33,11 +33,19 @@ from websockets.typing import Subprotocol
 from storyline.auth import Role
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
-from tests.processes import served, server_env
 from tests.support import GENERATE, REPORT, Api, books, new_user, token
-from tests.watch import LEGACY_WS, SUBSCRIBE, TRANSPORT_WS, collect, connected, start, ws_url
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.processes import served, server_env
+from tests.support.watch import (
+    LEGACY_WS,
+    SUBSCRIBE,
+    TRANSPORT_WS,
+    collect,
+    connected,
+    start,
+    ws_url,
+)
 
 T = TypeVar("T")
 

@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storyline.logs import JsonFormatter
 from storyline.resolvers.sweep import sweep
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token
-from tests.watch import collect, connected, start
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.watch import collect, connected, start
 
 
 async def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

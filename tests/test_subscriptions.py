@@ -17,7 +17,7 @@ from websockets.typing import Subprotocol
 
 from storyline.auth import Role
 from tests.support import Api, new_user, storyline, token
-from tests.watch import (
+from tests.support.watch import (
     LEGACY_WS,
     SUBSCRIBE,
     TRANSPORT_WS,
