@@ -107,10 +107,10 @@ async def test_log_lines_are_json_with_request_user_project_and_operation(
     api: Api, json_lines: io.StringIO
 ) -> None:
     user = new_user()
-    response = await api.http.post(
-        "/graphql",
-        json={"query": 'mutation { generateStory(input: {prompt: "Logged"}) { id } }'},
-        headers={"Authorization": f"Bearer {token(user)}", "X-Request-ID": "req-42"},
+    response = await api.request(
+        'mutation { generateStory(input: {prompt: "Logged"}) { id } }',
+        auth=token(user),
+        headers={"X-Request-ID": "req-42"},
     )
     assert response.headers["x-request-id"] == "req-42"
     project_id = response.json()["data"]["generateStory"]["id"]
