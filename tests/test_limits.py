@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from graphql import get_introspection_query
-from websockets.asyncio.client import ClientConnection
 
 from tests.support import Api, new_user, storyline, token
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
-from tests.support.watch import connected, start
+from tests.support.watch import connected, next_message, start
 
 ME = "{ me { balance } }"
 
@@ -122,26 +120,19 @@ async def test_subscriptions_per_user_are_capped_across_connections(
             async with connected(api.url, token(user)) as second:
                 for ws, op in ((first, "a"), (first, "b"), (second, "c")):
                     await start(ws, project_id, op=op)
-                    assert (await next_message(ws))["type"] == "next"
+                    assert (await next_message(ws, 5))["type"] == "next"
                 await start(second, project_id, op="d")
-                refused = await next_message(second)
+                refused = await next_message(second, 5)
                 assert refused["payload"]["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-                assert (await next_message(second))["type"] == "complete"
+                assert (await next_message(second, 5))["type"] == "complete"
                 other = new_user()  # the cap is per user
                 other_project = (await api.generate(other))["data"]["generateStory"]["id"]
                 async with connected(api.url, token(other)) as third:
                     await start(third, other_project, op="e")
-                    assert (await next_message(third))["type"] == "next"
+                    assert (await next_message(third, 5))["type"] == "next"
             # Closing a connection frees its slots.
             await start(first, project_id, op="f")
-            assert (await next_message(first))["type"] == "next"
-
-
-async def next_message(ws: ClientConnection) -> dict[str, Any]:
-    while True:
-        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        if message["type"] not in ("ping", "pong", "ka"):
-            return message
+            assert (await next_message(first, 5))["type"] == "next"
 
 
 @pytest.mark.parametrize("setting", ["introspection", "graphiql"])

@@ -42,6 +42,8 @@ from tests.support.watch import (
     TRANSPORT_WS,
     collect,
     connected,
+    next_event,
+    next_message,
     start,
     ws_url,
 )
@@ -67,21 +69,6 @@ async def background(coro: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def next_event(ws: ClientConnection) -> dict[str, Any]:
-    """The next projectStatus event of operation "1" (raw protocol); skips keep-alives."""
-    while True:
-        message = json.loads(await ws.recv())
-        if message["type"] in ("ka", "ping", "pong"):
-            if message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
-            continue
-        assert message["type"] in ("next", "data"), message
-        assert message.get("id") == "1", message
-        assert "errors" not in message["payload"], message
-        event: dict[str, Any] = message["payload"]["data"]["projectStatus"]
-        return event
 
 
 async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
@@ -454,12 +441,7 @@ async def test_a_thousand_watchers_all_receive_the_end(api: Api) -> None:
         nonlocal firsts
         events: list[dict[str, Any]] = []
         while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
-                continue
-            if message["type"] == "pong":
-                continue
+            message = await next_message(ws)
             if message["type"] != "next":
                 return events, message
             assert "errors" not in message["payload"], message
