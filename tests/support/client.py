@@ -117,18 +117,18 @@ async def client(url: str) -> AsyncIterator[Client]:
         yield Client(http)
 
 
-PROJECT_FIELDS = """
+PROJECT_SELECTION = """
     id externalId status creditsUsed errorMessage progress stage resultUrl
     prompt quality aspectRatio version createdAt updatedAt
 """
 GENERATE = f"""
 mutation Generate($input: GenerateStoryInput!) {{
-  generateStory(input: $input) {{ {PROJECT_FIELDS} }}
+  generateStory(input: $input) {{ {PROJECT_SELECTION} }}
 }}
 """
 REPORT = f"""
 mutation Report($input: UpdateStatusInput!) {{
-  updateStatus(input: $input) {{ {PROJECT_FIELDS} }}
+  updateStatus(input: $input) {{ {PROJECT_SELECTION} }}
 }}
 """
 GRANT = """
