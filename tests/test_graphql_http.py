@@ -39,7 +39,11 @@ CASES: dict[str, tuple[dict[str, Any], int, bool]] = {
 async def post(api: Api, body: dict[str, Any], accept: str | None) -> httpx.Response:
     headers = {} if accept is None else {"Accept": accept}
     return await api.request(
-        body["query"], body.get("variables"), auth=token(new_user()), headers=headers
+        body["query"],
+        body.get("variables"),
+        operation_name=body.get("operationName"),
+        auth=token(new_user()),
+        headers=headers,
     )
 
 

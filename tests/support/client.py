@@ -42,6 +42,7 @@ class Client:
         variables: dict[str, Any] | None = None,
         *,
         auth: str | None,
+        operation_name: str | None = None,
         headers: dict[str, str] | None = None,
         **options: Any,
     ) -> httpx.Response:
@@ -49,9 +50,12 @@ class Client:
         top (an ``Authorization`` there replaces the one ``auth`` makes), and ``options`` are
         httpx's (a ``timeout``, say)."""
         sent = {} if auth is None else {"Authorization": f"Bearer {auth}"}
+        body: dict[str, Any] = {"query": query, "variables": variables or {}}
+        if operation_name is not None:
+            body["operationName"] = operation_name
         return await self.http.post(
             "/graphql",
-            json={"query": query, "variables": variables or {}},
+            json=body,
             headers=sent | (headers or {}),
             **options,
         )
