@@ -6,24 +6,20 @@ either way the suite works in a database of its own, created here and dropped af
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storyline.persistence.embedded import embedded_server
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from storyline.persistence.migrate import migrate
-from tests.fakes import FakeVideoService
 from tests.support import Api, serving, storyline
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
 
 
 @pytest.fixture(scope="session")
@@ -38,24 +34,6 @@ def server_url() -> Iterator[str]:
     )
     yield server.get_uri()
     server.cleanup()
-
-
-async def create_database(server_url: str) -> str:
-    """A new, empty database on that server; returns its URL."""
-    name = f"storyline_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def migrated_database(server_url: str) -> str:
-    url = await create_database(server_url)
-    await asyncio.to_thread(migrate, url)
-    return url
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +72,16 @@ def fake(fake_upstream: tuple[FakeVideoService, str]) -> FakeVideoService:
 
 
 @pytest.fixture(autouse=True)
-async def money_invariants(engine: AsyncEngine) -> AsyncIterator[None]:
-    """After every test: the money invariants hold, all of them, across the whole database."""
+def money_invariants(request: pytest.FixtureRequest) -> None:
+    """After every test that uses PostgreSQL, the invariants are checked; a test that uses none
+    of the database fixtures (the pure domain's, say) cannot start it, and is not held up."""
+    if "server_url" in request.fixturenames:  # every database fixture depends on it
+        request.getfixturevalue("checked_money_invariants")
+
+
+@pytest.fixture
+async def checked_money_invariants(engine: AsyncEngine) -> AsyncIterator[None]:
+    """After the test: the money invariants hold, all of them, across the whole database."""
     yield
     async with engine.connect() as conn:
         broken = await violations(conn)

@@ -66,7 +66,7 @@ async def test_a_bad_token_is_unauthenticated_everywhere(
         'mutation { updateStatus(input: {externalId: "e", status: FAILED}) { id } }',
         'mutation { grantCredits(userId: "u", amount: 5, reason: "r") { balance } }',
     ):
-        response = await api.http.post("/graphql", json={"query": query}, headers=headers)
+        response = await api.request(query, auth=None, headers=headers)
         body = response.json()
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", (query, body)
         assert body["data"] is None

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.migrate import alembic_config
-from tests.conftest import create_database
+from tests.support.databases import create_database
 
 STORYLINE = Path(sys.executable).parent / "storyline"
 SECRET = "zFcVji9DGu-05xOS00qTKZpIPrsvmvXFgJXhtFqTHxqkbC-LVwCMV1gYlJA0Oydi"

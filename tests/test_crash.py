@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from storyline.faults import POINTS
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
-from tests.processes import served, server_env
-from tests.support import GENERATE, books, new_user, storyline, token
+from tests.support import GENERATE, books, client, new_user, storyline, token
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.processes import served, server_env
 
 
 async def statuses(engine: AsyncEngine) -> list[str]:
@@ -38,13 +38,9 @@ async def test_a_crash_at_any_step_loses_no_credit_and_no_paid_job(
     calls_before = len(fake.calls)
 
     async with served(env, tmp_path / "server.log") as doomed:
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with client(doomed.url) as http:
             with pytest.raises(httpx.TransportError):  # the process dies mid-request
-                await http.post(
-                    f"{doomed.url}/graphql",
-                    json={"query": GENERATE, "variables": {"input": {"prompt": "A crash"}}},
-                    headers={"Authorization": f"Bearer {token(user)}"},
-                )
+                await http.request(GENERATE, {"input": {"prompt": "A crash"}}, auth=token(user))
         assert await doomed.exited() == -9, doomed.output
     assert (len(fake.calls) > calls_before) == (point == "generate-after-upstream-accepted")
 

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user, storyline
+from tests.support.fakes import FakeVideoService
 
 
 def named_url(database_url: str) -> tuple[str, str]:

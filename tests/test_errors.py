@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storyline.auth import Role
 from storyline.persistence.engine import sqlalchemy_url
-from tests.conftest import migrated_database
 from tests.support import Api, books, new_user, storyline, token
+from tests.support.databases import migrated_database
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from storyline.schema.fanout import SELECTIONS, project_status_field
 from tests.support import Api, new_user, token
-from tests.watch import connected
+from tests.support.watch import connected
 
 FIELDS = "projectId status version progress stage errorMessage resultUrl updatedAt __typename"
 PLAIN = (

@@ -35,8 +35,8 @@ from websockets.asyncio.client import ClientConnection
 
 from storyline.schema.fanout import FanoutTransportWS
 from tests.support import Api, new_user, token
-from tests.threaded import World
-from tests.watch import LEGACY_WS, TRANSPORT_WS, connected
+from tests.support.threaded import World
+from tests.support.watch import LEGACY_WS, TRANSPORT_WS, connected, next_message
 
 EXAMPLES = int(os.environ.get("STORYLINE_FANOUT_EXAMPLES", "20"))
 MAX_ALIASES = 6
@@ -248,11 +248,7 @@ async def read(
     ended: set[str] = set()
     try:
         while len(ended) < len(ops):
-            message = json.loads(await ws.recv())
-            if message["type"] in ("ka", "ping", "pong"):
-                if message["type"] == "ping":
-                    await ws.send(json.dumps({"type": "pong"}))
-                continue
+            message = await next_message(ws)
             received.frames.setdefault(message["id"], []).append(message)
             if message["type"] in ("complete", "error"):
                 ended.add(message["id"])

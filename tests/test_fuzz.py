@@ -18,7 +18,7 @@ from schemathesis.core.result import Ok
 
 from storyline.auth import Role
 from tests.support import token
-from tests.threaded import World
+from tests.support.threaded import World
 
 EXAMPLES = int(os.environ.get("STORYLINE_FUZZ_EXAMPLES", "25"))
 ROLES = {"updateStatus": Role.PIPELINE, "grantCredits": Role.ADMIN}

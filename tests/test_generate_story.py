@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user
+from tests.support.fakes import FakeVideoService
 
 
 async def test_charges_creates_upstream_and_moves_to_processing(

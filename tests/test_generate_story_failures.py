@@ -10,10 +10,10 @@ import uuid
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, books, free_port, new_user, storyline, token
-from tests.watch import connected
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.watch import connected
 
 
 @pytest.mark.parametrize("tag", ["[422]", "[500]", "[malformed]", "[no-id]"])

@@ -37,10 +37,14 @@ CASES: dict[str, tuple[dict[str, Any], int, bool]] = {
 
 
 async def post(api: Api, body: dict[str, Any], accept: str | None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token(new_user())}"}
-    if accept is not None:
-        headers["Accept"] = accept
-    return await api.http.post("/graphql", json=body, headers=headers)
+    headers = {} if accept is None else {"Accept": accept}
+    return await api.request(
+        body["query"],
+        body.get("variables"),
+        operation_name=body.get("operationName"),
+        auth=token(new_user()),
+        headers=headers,
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -122,9 +126,7 @@ async def test_a_subscription_over_http_is_told_to_use_the_websocket(
                 "/graphql", params={"query": SUBSCRIPTION}, headers=headers
             )
         else:
-            response = await api.http.post(
-                "/graphql", json={"query": SUBSCRIPTION}, headers=headers
-            )
+            response = await api.request(SUBSCRIPTION, auth=None, headers=headers)
     assert response.status_code == 400, response.text
     [error] = response.json()["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"

@@ -6,8 +6,8 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user
+from tests.support.fakes import FakeVideoService
 
 
 async def test_a_retry_returns_the_same_project_charged_once(

@@ -36,16 +36,15 @@ import httpx
 import pytest
 from broadcaster import Broadcast
 from broadcaster._backends.postgres import PostgresBackend
-from websockets.asyncio.client import ClientConnection
 
 from storyline.live.hub import Mailbox, ProjectBroadcast
 from storyline.persistence.embedded import embedded_server
 from storyline.persistence.listener import CHANNEL, PostgresListener
 from storyline.persistence.migrate import migrate
-from tests.conftest import create_database, migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token
-from tests.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, start
+from tests.support.databases import create_database, migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, next_event, start
 
 STOCK = "stock"
 STORYLINE = "storyline"
@@ -446,24 +445,6 @@ async def wait_for_readiness(api: Api, status: int, seconds: float) -> dict[str,
     return await asyncio.wait_for(poll(), seconds)
 
 
-async def first_event(ws: ClientConnection) -> dict[str, Any]:
-    """The next projectStatus event of operation "1", skipping keep-alive messages."""
-
-    async def receive() -> dict[str, Any]:
-        while True:
-            message: dict[str, Any] = json.loads(await ws.recv())
-            if message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
-            elif message["type"] not in ("ka", "pong"):
-                return message
-
-    message = await asyncio.wait_for(receive(), WAIT)
-    assert message["type"] in ("next", "data"), message
-    assert message["id"] == "1", message
-    event: dict[str, Any] = message["payload"]["data"]["projectStatus"]
-    return event
-
-
 async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live_subscriptions(
     server_url: str, fake_upstream: tuple[FakeVideoService, str]
 ) -> None:
@@ -481,7 +462,7 @@ async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live
             project = (await api.generate(user))["data"]["generateStory"]
             async with connected(api.url, token(user)) as ws:
                 await start(ws, project["id"])
-                assert (await first_event(ws))["version"] == project["version"]
+                assert (await next_event(ws, within=WAIT))["version"] == project["version"]
                 assert (await readiness(api))[0] == 200
 
                 await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
@@ -505,7 +486,7 @@ async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live
                 assert reconnected != killed
 
                 # The resync: the row's state as of now, though its notification was lost.
-                resynced = await first_event(ws)
+                resynced = await next_event(ws, within=WAIT)
                 assert (resynced["status"], resynced["progress"], resynced["stage"]) == (
                     "PROCESSING",
                     55,
@@ -610,7 +591,7 @@ async def test_storyline_watchers_get_the_terminal_status_written_after_a_postgr
             watchers = (first, second, third)
             for ws in watchers:
                 await start(ws, project["id"])
-                assert (await first_event(ws))["version"] == project["version"]
+                assert (await next_event(ws, within=WAIT))["version"] == project["version"]
             rest = [asyncio.create_task(collect(ws)) for ws in watchers]
             try:
                 await asyncio.to_thread(restart_postgres, own_server)
@@ -675,7 +656,7 @@ async def test_storyline_goes_live_with_a_sqlalchemy_or_short_scheme_url(
         project = (await api.generate(user))["data"]["generateStory"]
         async with connected(api.url, token(user)) as ws:
             await start(ws, project["id"])
-            assert (await first_event(ws))["version"] == project["version"]
+            assert (await next_event(ws, within=WAIT))["version"] == project["version"]
             done = await api.report(projectId=project["id"], status="COMPLETED")
             assert "errors" not in done, done
             events = await asyncio.wait_for(collect(ws), WAIT)

@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 import websockets
 from gql import Client, GraphQLRequest, gql
@@ -33,11 +32,21 @@ from websockets.typing import Subprotocol
 from storyline.auth import Role
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
-from tests.processes import served, server_env
-from tests.support import GENERATE, REPORT, Api, books, new_user, token
-from tests.watch import LEGACY_WS, SUBSCRIBE, TRANSPORT_WS, collect, connected, start, ws_url
+from tests.support import GENERATE, REPORT, Api, books, client, new_user, token
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.processes import served, server_env
+from tests.support.watch import (
+    LEGACY_WS,
+    SUBSCRIBE,
+    TRANSPORT_WS,
+    collect,
+    connected,
+    next_event,
+    next_message,
+    start,
+    ws_url,
+)
 
 T = TypeVar("T")
 
@@ -60,21 +69,6 @@ async def background(coro: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def next_event(ws: ClientConnection) -> dict[str, Any]:
-    """The next projectStatus event of operation "1" (raw protocol); skips keep-alives."""
-    while True:
-        message = json.loads(await ws.recv())
-        if message["type"] in ("ka", "ping", "pong"):
-            if message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
-            continue
-        assert message["type"] in ("next", "data"), message
-        assert message.get("id") == "1", message
-        assert "errors" not in message["payload"], message
-        event: dict[str, Any] = message["payload"]["data"]["projectStatus"]
-        return event
 
 
 async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
@@ -203,21 +197,6 @@ async def test_gql_client_with_a_staff_role_may_watch_any_project(api: Api, prot
 # --- 2. two instances, one database --------------------------------------------------------
 
 
-async def _post(
-    http: httpx.AsyncClient, url: str, query: str, variables: dict[str, Any], auth: str
-) -> dict[str, Any]:
-    response = await http.post(
-        f"{url}/graphql",
-        json={"query": query, "variables": variables},
-        headers={"Authorization": f"Bearer {auth}"},
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    assert "errors" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 @pytest.mark.slow
 async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
     server_url: str, fake_upstream: tuple[FakeVideoService, str], tmp_path: Path
@@ -227,20 +206,20 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
     async with (
         served(env, tmp_path / "instance-1.log") as first_instance,
         served(env, tmp_path / "instance-2.log") as second_instance,
-        httpx.AsyncClient(timeout=30) as http,
+        client(first_instance.url) as one,
+        client(second_instance.url) as two,
     ):
-        one, two = first_instance.url, second_instance.url
         user = new_user()
         pipeline = token("pipeline", Role.PIPELINE)
         # The fake video service holds "[hang]" requests for 3 s (Storyline waits 10 s):
         # long enough to start watching the new project while it is still PENDING.
-        generate = _post(http, two, GENERATE, {"input": {"prompt": "A cat [hang]"}}, token(user))
+        generate = two.data(GENERATE, {"input": {"prompt": "A cat [hang]"}}, auth=token(user))
         async with background(generate) as generating:
             project_id = ""
 
             async def find_project() -> bool:
                 nonlocal project_id
-                edges = (await _post(http, one, NEWEST_PROJECT, {}, token(user)))["projects"]
+                edges = (await one.data(NEWEST_PROJECT, auth=token(user)))["projects"]
                 if edges["edges"]:
                     project_id = edges["edges"][0]["node"]["id"]
                 return bool(project_id)
@@ -250,40 +229,22 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
                     if await find_project():
                         break
                     await asyncio.sleep(0.02)
-            async with connected(one, token(user)) as ws:
+            async with connected(one.url, token(user)) as ws:
                 await start(ws, project_id)
                 first = await asyncio.wait_for(next_event(ws), 5)
                 async with background(collect(ws)) as watching:
                     created = (await asyncio.wait_for(generating, 15))["generateStory"]
                     assert (created["id"], created["status"]) == (project_id, "PROCESSING")
-                    for progress, stage in ((25, "script"), (60, "storyboard"), (90, "render")):
-                        await _post(
-                            http,
-                            two,
-                            REPORT,
-                            {
-                                "input": {
-                                    "projectId": project_id,
-                                    "status": "PROCESSING",
-                                    "progress": progress,
-                                    "stage": stage,
-                                }
-                            },
-                            pipeline,
-                        )
-                    await _post(
-                        http,
-                        two,
-                        REPORT,
-                        {
-                            "input": {
-                                "projectId": project_id,
-                                "status": "COMPLETED",
-                                "resultUrl": "https://cdn.example/two.mp4",
-                            }
-                        },
-                        pipeline,
+                    reports: list[dict[str, Any]] = [
+                        {"status": "PROCESSING", "progress": progress, "stage": stage}
+                        for progress, stage in ((25, "script"), (60, "storyboard"), (90, "render"))
+                    ]
+                    reports.append(
+                        {"status": "COMPLETED", "resultUrl": "https://cdn.example/two.mp4"}
                     )
+                    for report in reports:
+                        variables = {"input": {"projectId": project_id, **report}}
+                        await two.data(REPORT, variables, auth=pipeline)
                     rest = await asyncio.wait_for(watching, 10)
         events = [first, *rest]
         assert steps(events) == [
@@ -480,12 +441,7 @@ async def test_a_thousand_watchers_all_receive_the_end(api: Api) -> None:
         nonlocal firsts
         events: list[dict[str, Any]] = []
         while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
-                continue
-            if message["type"] == "pong":
-                continue
+            message = await next_message(ws)
             if message["type"] != "next":
                 return events, message
             assert "errors" not in message["payload"], message

@@ -19,11 +19,7 @@ async def test_no_secret_is_logged_or_answered(api: Api, caplog: pytest.LogCaptu
     answers: list[str] = []
     with caplog.at_level(logging.DEBUG):
         for bearer in (expired, forged, "Bearer-less " + valid):
-            response = await api.http.post(
-                "/graphql",
-                json={"query": "{ me { balance } }"},
-                headers={"Authorization": f"Bearer {bearer}"},
-            )
+            response = await api.request("{ me { balance } }", auth=bearer)
             answers.append(response.text)
         failed = await api.generate(new_user(), prompt="Refused [500]")
         assert failed["errors"][0]["extensions"]["code"] == "UPSTREAM_FAILED"

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.migrate import alembic_config, migrate
-from tests.conftest import create_database
+from tests.support.databases import create_database
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 

@@ -32,7 +32,7 @@ from storyline.domain.lifecycle import Status
 from storyline.jobs.sweeper import sweep
 from storyline.persistence.invariants import violations
 from tests.support import new_user
-from tests.threaded import World
+from tests.support.threaded import World
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("STORYLINE_HYPOTHESIS_EXAMPLES", "20"))

@@ -15,12 +15,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import Client, free_port
 
 STARTUP_TIMEOUT = 120.0
 HEALTHY_TIMEOUT = 30.0
@@ -175,21 +174,6 @@ async def wait_until_healthy(http: httpx.AsyncClient, server: MakeRun) -> None:
     pytest.fail(f"/healthz never answered 200 (last: {last}); output:\n{server.output}")
 
 
-async def graphql(
-    http: httpx.AsyncClient, token: str, query: str, variables: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    response = await http.post(
-        "/graphql",
-        json={"query": query, "variables": variables or {}},
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    assert "errors" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 @pytest.mark.slow
 async def test_make_run_serves_graphiql_and_finishes_a_story(
     project_root: Path, tmp_path: Path
@@ -213,8 +197,9 @@ async def test_make_run_serves_graphiql_and_finishes_a_story(
         assert "graphiql" in page.text.lower()
 
         # (b) the printed token can order a story at the default price
-        data = await graphql(
-            http, token, GENERATE, {"input": {"prompt": "A lighthouse keeper adopts a seal"}}
+        graphql = Client(http)
+        data = await graphql.data(
+            GENERATE, {"input": {"prompt": "A lighthouse keeper adopts a seal"}}, auth=token
         )
         project = data["generateStory"]
         assert project["status"] in ("PROCESSING", "COMPLETED"), project
@@ -223,7 +208,7 @@ async def test_make_run_serves_graphiql_and_finishes_a_story(
         # (c) the built-in simulator carries it to the end
         deadline = time.monotonic() + COMPLETION_TIMEOUT
         while True:
-            current = (await graphql(http, token, PROJECT, {"id": project["id"]}))["project"]
+            current = (await graphql.data(PROJECT, {"id": project["id"]}, auth=token))["project"]
             assert current is not None
             if current["status"] == "COMPLETED" or time.monotonic() > deadline:
                 break
@@ -234,7 +219,7 @@ async def test_make_run_serves_graphiql_and_finishes_a_story(
         assert current["progress"] == 100, current
 
         # (d) the sign-up grant less the one charge
-        me = (await graphql(http, token, BALANCE))["me"]
+        me = (await graphql.data(BALANCE, auth=token))["me"]
         assert me["balance"] == 100 - 60
         server.assert_running()
 

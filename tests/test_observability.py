@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storyline.jobs.sweeper import sweep
 from storyline.logs import JsonFormatter
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, new_user, storyline, token
-from tests.watch import collect, connected, start
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.watch import collect, connected, start
 
 
 async def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -107,10 +107,10 @@ async def test_log_lines_are_json_with_request_user_project_and_operation(
     api: Api, json_lines: io.StringIO
 ) -> None:
     user = new_user()
-    response = await api.http.post(
-        "/graphql",
-        json={"query": 'mutation { generateStory(input: {prompt: "Logged"}) { id } }'},
-        headers={"Authorization": f"Bearer {token(user)}", "X-Request-ID": "req-42"},
+    response = await api.request(
+        'mutation { generateStory(input: {prompt: "Logged"}) { id } }',
+        auth=token(user),
+        headers={"X-Request-ID": "req-42"},
     )
     assert response.headers["x-request-id"] == "req-42"
     project_id = response.json()["data"]["generateStory"]["id"]

@@ -46,7 +46,7 @@ from storyline.pipeline.prefect import (
     report_status,
 )
 from tests.support import Api, books, new_user, serving, token
-from tests.watch import connected, messages, start
+from tests.support.watch import connected, messages, start
 
 PIPELINE_TOKEN = token("pipeline", Role.PIPELINE)
 FLOW_TIMEOUT = 30

@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
 
 import pytest
 import websockets
@@ -17,13 +16,14 @@ from websockets.typing import Subprotocol
 
 from storyline.auth import Role
 from tests.support import Api, new_user, storyline, token
-from tests.watch import (
+from tests.support.watch import (
     LEGACY_WS,
     SUBSCRIBE,
     TRANSPORT_WS,
     collect,
     connected,
     messages,
+    next_message,
     start,
     ws_url,
 )
@@ -171,18 +171,10 @@ async def test_a_malformed_subscribe_message_does_not_crash_the_connection(api: 
         assert message["type"] == "next"
 
 
-async def next_frame(ws: ClientConnection) -> dict[str, Any]:
-    """The next message that is not a keep-alive."""
-    while True:
-        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        if message["type"] not in ("ka", "ping", "pong"):
-            return message
-
-
 async def close_frame(ws: ClientConnection) -> Close:
     """The server's close frame, next after any keep-alives; there must be one."""
     with pytest.raises(websockets.ConnectionClosed) as closed:
-        await next_frame(ws)
+        await next_message(ws, 5)
     assert closed.value.rcvd is not None, "closed without a close frame"
     return closed.value.rcvd
 
@@ -219,7 +211,7 @@ async def test_graphql_ws_a_second_connection_init_ends_the_connection(api: Api)
     for again in (bearer(user), {"Authorization": "Bearer not-a-token"}):
         async with connected(api.url, token(user), LEGACY_WS) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": again}))
-            refusal = await next_frame(ws)
+            refusal = await next_message(ws, 5)
             assert refusal["type"] == "connection_error", refusal
             assert "initialisation" in refusal["payload"]["message"]
             assert (await close_frame(ws)).code == 4429
@@ -233,7 +225,7 @@ async def test_graphql_ws_leaves_no_task_behind_its_socket(api: Api) -> None:
     with errors_logged() as errors:
         async with connected(api.url, token(user), LEGACY_WS) as ws:
             await start(ws, project["id"])
-            assert (await next_frame(ws))["type"] == "data"
+            assert (await next_message(ws, 5))["type"] == "data"
             for _ in range(3):  # strawberry acknowledges each, with a keep-alive of its own
                 await ws.send(json.dumps({"type": "connection_init", "payload": bearer(user)}))
             with suppress(websockets.ConnectionClosed, TimeoutError):
@@ -296,7 +288,7 @@ async def test_graphql_ws_refuses_an_id_that_is_not_a_string(
     with errors_logged() as errors:
         async with connected(api.url, token(user), LEGACY_WS) as ws:
             await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
-            refusal = await next_frame(ws)
+            refusal = await next_message(ws, 5)
             assert refusal["type"] == "connection_error", refusal
             assert "id" in refusal["payload"]["message"]
             assert (await close_frame(ws)).code == 4400
@@ -320,7 +312,7 @@ async def test_a_malformed_message_is_a_protocol_error(
         async with connected(api.url, token(new_user()), protocol) as ws:
             await ws.send(json.dumps(malformed(kind)))
             if protocol == LEGACY_WS:
-                assert (await next_frame(ws))["type"] == "connection_error"
+                assert (await next_message(ws, 5))["type"] == "connection_error"
             closed = await close_frame(ws)
     assert closed.code == 4400
     assert closed.reason

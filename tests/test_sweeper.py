@@ -17,9 +17,9 @@ from storyline.domain.lifecycle import Report, Status
 from storyline.jobs.sweeper import _settle, _stale, sweep
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
 from tests.support import Api, books, new_user, storyline, token
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
 
 TIMEOUT = 0.3
 QUIET = 3600.0  # no background sweep during a test unless it asks for one

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storyline.persistence.engine import sqlalchemy_url
-from tests.conftest import migrated_database
-from tests.fakes import FakeVideoService
-from tests.support import Api, serving, storyline
+from tests.support.client import Api
+from tests.support.databases import migrated_database
+from tests.support.fakes import FakeVideoService
+from tests.support.servers import serving, storyline
 
 T = TypeVar("T")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,14 +50,34 @@ async def start(ws: ClientConnection, project_id: str, op: str = "1") -> None:
     await ws.send(json.dumps({"id": op, "type": kind, "payload": payload}))
 
 
-async def messages(ws: ClientConnection, op: str = "1") -> AsyncIterator[dict[str, Any]]:
-    """Messages of one operation until (and including) its complete or error; skips pings."""
-    while True:
-        message = json.loads(await ws.recv())
-        if message["type"] in ("ka", "ping", "pong"):
+async def next_message(ws: ClientConnection, within: float | None = None) -> dict[str, Any]:
+    """The next message that is not a keep-alive (graphql-ws's "ka", graphql-transport-ws's
+    ping and pong), answering pings as a client must; within ``within`` seconds if given."""
+    async with asyncio.timeout(within):
+        while True:
+            message: dict[str, Any] = json.loads(await ws.recv())
             if message["type"] == "ping":
                 await ws.send(json.dumps({"type": "pong"}))
-            continue
+            elif message["type"] not in ("ka", "pong"):
+                return message
+
+
+async def next_event(
+    ws: ClientConnection, op: str = "1", within: float | None = None
+) -> dict[str, Any]:
+    """The next projectStatus event of operation ``op``, which must be one."""
+    message = await next_message(ws, within)
+    assert message["type"] in ("next", "data"), message
+    assert message.get("id") == op, message
+    assert "errors" not in message["payload"], message
+    event: dict[str, Any] = message["payload"]["data"]["projectStatus"]
+    return event
+
+
+async def messages(ws: ClientConnection, op: str = "1") -> AsyncIterator[dict[str, Any]]:
+    """Messages of one operation until (and including) its complete or error."""
+    while True:
+        message = await next_message(ws)
         assert message.get("id") == op, message
         yield message
         if message["type"] in ("complete", "error"):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import JWT_SECRET, free_port
+from tests.support.client import JWT_SECRET
+from tests.support.servers import free_port
 
 STORYLINE = Path(sys.executable).parent / "storyline"
 
