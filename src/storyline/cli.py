@@ -97,7 +97,7 @@ def app_from_environment() -> Starlette:
     # A process-wide policy, so here rather than in create_app (tests build many apps in
     # one process): what start-up built (modules, schema, statements) lives as long as the
     # process; out of the collector's way, and with collections rarer, full collections stay
-    # short under load (generateStory p99 285-310 ms from 343-434 ms in the bench).
+    # short under load (the bench's numbers are in commit 5cf2c86).
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
