@@ -4,8 +4,9 @@ uvicorn pings every WebSocket ``ws_ping_interval`` seconds after it opened, so c
 opened together (a deploy, a network blip: every editor reconnects at once) are pinged
 together, at the same phase, for as long as they live. With thousands of watchers that is
 a burst of pings and pongs that holds the event loop for hundreds of milliseconds, and
-every live event due meanwhile waits. Each connection's first ping here comes at a random moment between
-half and the whole interval; the ones after follow at the interval, so the spread lasts.
+every live event due meanwhile waits. Each connection's first ping here comes at a random
+moment between half and the whole interval; the ones after follow at the interval, so the
+spread lasts.
 """
 
 from __future__ import annotations
