@@ -6,6 +6,7 @@ either way the suite works in a database of its own, created here and dropped af
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -91,3 +92,15 @@ async def checked_money_invariants(engine: AsyncEngine) -> AsyncIterator[None]:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    """The cycle collector off for the test: what it leaves is what reference counting
+    did not free."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

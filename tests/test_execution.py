@@ -11,9 +11,7 @@ is still left to the collector: a traceback refers to its frames, and they to it
 from __future__ import annotations
 
 import asyncio
-import gc
 import weakref
-from collections.abc import Iterator
 
 import pytest
 import strawberry
@@ -62,16 +60,6 @@ class Query:
 
 
 TEST_SCHEMA = strawberry.Schema(query=Query, execution_context_class=AcyclicExecutionContext)
-
-
-@pytest.fixture
-def no_collector() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("no_collector")

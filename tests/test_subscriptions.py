@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 import pytest
 import websockets
@@ -260,18 +260,28 @@ NOT_STRINGS = [["1"], {"id": "1"}, 1, None]
 NOT_STRING_IDS = ["list", "object", "integer", "null"]
 
 
+@asynccontextmanager
+async def sent_with_id(
+    api: Api, protocol: str, kind: str, id_: object
+) -> AsyncIterator[tuple[ClientConnection, list[logging.LogRecord]]]:
+    """A socket that has sent a ``kind`` message with ``id_`` for a real subscription, and
+    the ERROR records logged meanwhile."""
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
+    with errors_logged() as errors:
+        async with connected(api.url, token(user), protocol) as ws:
+            await ws.send(json.dumps({"id": id_, "type": kind, "payload": payload}))
+            yield ws, errors
+
+
 @pytest.mark.parametrize("kind", ["subscribe", "complete"])
 @pytest.mark.parametrize("bad", NOT_STRINGS, ids=NOT_STRING_IDS)
 async def test_graphql_transport_ws_closes_4400_on_an_id_that_is_not_a_string(
     api: Api, kind: str, bad: object
 ) -> None:
-    user = new_user()
-    project = (await api.generate(user))["data"]["generateStory"]
-    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
-    with errors_logged() as errors:
-        async with connected(api.url, token(user)) as ws:
-            await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
-            closed = await close_frame(ws)
+    async with sent_with_id(api, TRANSPORT_WS, kind, bad) as (ws, errors):
+        closed = await close_frame(ws)
     assert closed.code == 4400
     assert "id" in closed.reason
     assert not errors
@@ -282,16 +292,11 @@ async def test_graphql_transport_ws_closes_4400_on_an_id_that_is_not_a_string(
 async def test_graphql_ws_refuses_an_id_that_is_not_a_string(
     api: Api, kind: str, bad: object
 ) -> None:
-    user = new_user()
-    project = (await api.generate(user))["data"]["generateStory"]
-    payload = {"query": SUBSCRIBE, "variables": {"id": project["id"]}}
-    with errors_logged() as errors:
-        async with connected(api.url, token(user), LEGACY_WS) as ws:
-            await ws.send(json.dumps({"id": bad, "type": kind, "payload": payload}))
-            refusal = await next_message(ws, 5)
-            assert refusal["type"] == "connection_error", refusal
-            assert "id" in refusal["payload"]["message"]
-            assert (await close_frame(ws)).code == 4400
+    async with sent_with_id(api, LEGACY_WS, kind, bad) as (ws, errors):
+        refusal = await next_message(ws, 5)
+        assert refusal["type"] == "connection_error", refusal
+        assert "id" in refusal["payload"]["message"]
+        assert (await close_frame(ws)).code == 4400
     assert not errors
 
 

@@ -6,9 +6,8 @@ A new graphql-core release is admitted (pyproject.toml's bound) once these pass 
 from __future__ import annotations
 
 import asyncio
-import gc
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -39,16 +38,6 @@ def executor(document: str = "{ seen }", root: object = None) -> Executor[Any]:
     built = Executor.build(SCHEMA, parse(document), root)
     assert isinstance(built, Executor)
     return built
-
-
-@pytest.fixture
-def no_collector() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def test_an_executor_s_helpers_are_its_own_bound_methods() -> None:
