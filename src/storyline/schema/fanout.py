@@ -74,18 +74,11 @@ def project_status_field(document: DocumentNode, operation_name: str | None) -> 
 class Selection:
     """A document's operation with its variables: all that shapes a payload. Watchers that
     ask the same share one (see ``selection``), and an event keeps its rendering under it
-    for all of them. It holds no executor: one per watcher (thousands, each with its own
-    project id in its variables) would cost more memory than the watcher's socket."""
+    for all of them. Its executor, checked and coerced once when the first of them
+    subscribed, is copied for each event (graphql-core's per-event executor)."""
 
     document: DocumentNode
-    operation_name: str | None
-    variables: dict[str, Any] | None
-
-    def executor(self, schema: strawberry.Schema, root: object) -> Executor[Any] | None:
-        """graphql-core's executor for this selection (None if the variables do not
-        coerce), built without any watcher's context."""
-        built = build_executor(schema, self.document, root, self.variables, self.operation_name)
-        return None if isinstance(built, list) else built
+    executor: Executor[Any]  # built without a root value or any watcher's context
 
     async def render(self, schema: strawberry.Schema, event: ProjectEvent) -> str:
         """The ``payload`` of a next message for this event; once per event and selection."""
@@ -93,9 +86,8 @@ class Selection:
         if cached is None:
             # The event as Subscription.project_status yields it, executed as graphql-core
             # executes each event of a subscription.
-            executor = self.executor(schema, ProjectStatusEvent.of(event))
-            assert executor is not None  # the variables coerced when the watch began
-            result = execute_subscription_event(executor)
+            per_event = self.executor.build_per_event_executor(ProjectStatusEvent.of(event))
+            result = execute_subscription_event(per_event)
             if isawaitable(result):
                 result = await result
             sent = payload(schema, result)
@@ -118,8 +110,10 @@ def selection(
     root: FieldNode,
     operation_name: str | None,
     variables: dict[str, Any] | None,
+    executor: Executor[Any],
 ) -> Selection:
-    """The shared selection for a validated document and its variables.
+    """The shared selection for a validated document and its variables (``executor``: built
+    for them, kept if this is the first watcher of the selection).
 
     A variable used only in the root field's arguments (the project id, as editors write
     it) chooses the events, not their payload: it is left out of the key, so the watchers
@@ -129,7 +123,7 @@ def selection(
     key = (schema, query, operation_name, json.dumps(given, sort_keys=True))
     found = SELECTIONS.get(key)
     if found is None:
-        found = SELECTIONS[key] = Selection(document, operation_name, variables)
+        found = SELECTIONS[key] = Selection(document, executor)
     return found
 
 
@@ -215,13 +209,13 @@ class FanoutTransportWS(TransportWS):
             and (variables is None or isinstance(variables, dict))
         ):
             return None
-        document = self.checked(query, name)
+        document = self.checked(query)
         root = None if document is None else project_status_field(document, name)
         if document is None or root is None:
             return None
         schema = self.storyline_schema
-        executor = Selection(document, name, variables).executor(schema, None)
-        if executor is None:
+        executor = build_executor(schema, document, None, variables, name)
+        if isinstance(executor, list):
             return None  # variables that do not coerce: strawberry reports them
         subscription = graphql_schema(schema).subscription_type
         assert subscription is not None  # the document validated against it
@@ -231,10 +225,10 @@ class FanoutTransportWS(TransportWS):
             )
         except GraphQLError:
             return None
-        watched = selection(schema, query, document, root, name, variables)
+        watched = selection(schema, query, document, root, name, variables, executor)
         return watched, str(arguments["projectId"])
 
-    def checked(self, query: str, operation_name: str | None) -> DocumentNode | None:
+    def checked(self, query: str) -> DocumentNode | None:
         """The document if it passes every check of the ordinary path (the schema's one
         DocumentGuard, with its cache); None lets the ordinary path answer the errors."""
         checked = self.storyline_schema.documents.check(query)
