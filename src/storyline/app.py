@@ -123,8 +123,8 @@ class GraphQLApp(GraphQLView[Context, None]):
 
     async def process_result(self, request: Request, result: ExecutionResult) -> Any:
         if result.errors:
-            # Errors raised before the operation's extensions ran (a document the parser
-            # cache refused, say) get their code here; mapping twice changes nothing.
+            # An error strawberry makes into a result outside the operation's extensions
+            # never met ClientErrors: it gets its code here; mapping twice changes nothing.
             result.errors = [for_client(error) for error in result.errors]
         processed = await super().process_result(request, result)
         if not_executed(result):

@@ -100,6 +100,8 @@ class ProjectBroadcast:
         return sum(len(boxes) for boxes in self.mailboxes.values())
 
     async def connect(self) -> None:
+        # A second router would be left running, out of disconnect()'s reach.
+        assert self._router is None, "connected already"
         await self.listener.connect()
         self._router = asyncio.create_task(self._route_all(), name="storyline-router")
 
