@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import tracemalloc
 from typing import Any
 
@@ -26,7 +25,7 @@ def fragment_bomb(leaf: str, *, levels: int = LEVELS) -> str:
     return "\n".join(lines)
 
 
-async def answered_while_healthy(api: Api, query: str) -> tuple[dict[str, Any], float]:
+async def answered_while_healthy(api: Api, query: str) -> dict[str, Any]:
     """The anonymous answer to ``query``, asserting /healthz answered all the while."""
     done = asyncio.Event()
     health: list[int] = []
@@ -38,34 +37,34 @@ async def answered_while_healthy(api: Api, query: str) -> tuple[dict[str, Any], 
                 await asyncio.sleep(0.01)
 
     prober = asyncio.create_task(probe())
-    started = time.perf_counter()
     try:
         response = await api.request(query, auth=None, timeout=10)
     finally:
-        elapsed = time.perf_counter() - started
         done.set()
         await prober
     assert health
     assert set(health) == {200}
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
-    return body, elapsed
+    return body
 
 
 async def test_a_fragment_bomb_of_aliases_is_refused_at_once(api: Api) -> None:
-    body, elapsed = await answered_while_healthy(api, fragment_bomb("a: price"))
+    body = await answered_while_healthy(api, fragment_bomb("a: price"))
     [error] = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["message"] == f"{2**LEVELS} aliases found. Allowed: 30"
-    print(f"2^{LEVELS}-path alias document answered in {elapsed * 1000:.1f} ms")
 
 
-async def test_a_fragment_bomb_without_aliases_is_measured_once(api: Api) -> None:
-    """Within the limits, however many paths lead to it, the leaf is executed once."""
-    body, elapsed = await answered_while_healthy(api, fragment_bomb("price"))
+async def test_a_fragment_bomb_without_aliases_passes_the_limits_and_runs(api: Api) -> None:
+    """Within the limits, however many paths lead to the leaf, the document is measured,
+    validated and executed while the server keeps answering: its one error is the leaf's
+    (``price`` needs a token), not a limit's."""
+    body = await answered_while_healthy(api, fragment_bomb("price"))
+    assert body["data"] is None
     [error] = body["errors"]
     assert error["extensions"]["code"] == "UNAUTHENTICATED"
-    print(f"2^{LEVELS}-path document answered in {elapsed * 1000:.1f} ms")
+    assert error["path"] == ["price"]
 
 
 async def test_depth_counts_fragments_where_they_are_spread() -> None:
@@ -127,7 +126,11 @@ async def test_distinct_documents_hold_at_most_the_cache_budget() -> None:
         before = tracemalloc.get_traced_memory()[0]
         for document in documents[1:]:
             result = await schema.execute(document)
-            assert result.errors  # too many aliases, but parsed and validated all the same
+            # Too many aliases (and the field cut at the byte limit), but parsed and
+            # validated all the same, and so cached.
+            messages = [error.message for error in result.errors or ()]
+            assert messages[0] == f"{document.count(': price')} aliases found. Allowed: 30"
+            assert messages[1].startswith("Cannot query field 'd")
             del result
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
