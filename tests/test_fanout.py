@@ -11,7 +11,7 @@ import pytest
 from graphql import parse
 from websockets.asyncio.client import ClientConnection
 
-from storyline.schema.fanout import SELECTIONS, project_status_field
+from storyline.schema.fanout import SELECTIONS, live_field
 from tests.support import Api, new_user, token
 from tests.support.watch import connected
 
@@ -42,7 +42,7 @@ ORDINARY = (
 )
 def test_only_a_plain_project_status_root_field_is_served(query: str, served: bool) -> None:
     # Whether a document is valid is decided before (checked), as on the ordinary path.
-    assert (project_status_field(parse(query), None) is not None) is served
+    assert (live_field(parse(query), None) is not None) is served
 
 
 async def subscribe(ws: ClientConnection, op: str, query: str, project_id: str) -> None:

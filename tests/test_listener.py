@@ -42,7 +42,13 @@ from storyline.persistence.embedded import embedded_server
 from storyline.persistence.listener import CHANNEL, PostgresListener
 from storyline.persistence.migrate import migrate
 from tests.support import Api, new_user, storyline, token
-from tests.support.databases import create_database, migrated_database
+from tests.support.databases import (
+    STORYLINE_LISTEN,
+    backends,
+    create_database,
+    migrated_database,
+    the_backend,
+)
 from tests.support.fakes import FakeVideoService
 from tests.support.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, next_event, start
 
@@ -52,7 +58,6 @@ SIDES = [STOCK, STORYLINE]
 
 WAIT = 3.0  # the bound of a wait for something that must happen
 SILENCE = 2.0  # how long stock is given to show that something never happens
-STORYLINE_LISTEN = f'LISTEN "{CHANNEL}"'
 CONNECTING = "storyline-listener"  # the name of PostgresListener's supervisor task
 ROUTING = "storyline-router"  # the name of ProjectBroadcast's routing task
 
@@ -145,6 +150,8 @@ class StorylineHub(Hub):
     async def _send(self, connection: Any, key: str, version: int) -> None:
         payload = {
             "id": key,
+            "user_id": "someone",
+            "xid": None,
             "status": "PROCESSING",
             "version": version,
             "progress": None,
@@ -229,41 +236,6 @@ def chain(error: BaseException) -> list[BaseException]:
         found.append(current)
         current = current.__cause__ or current.__context__
     return found
-
-
-async def backends(
-    control: Any,
-    *,
-    application_name: str | None = None,
-    database: str | None = None,
-    query: str | None = None,
-) -> list[int]:
-    rows = await control.fetch(
-        """
-        SELECT pid FROM pg_stat_activity
-        WHERE pid <> pg_backend_pid()
-          AND ($1::text IS NULL OR application_name = $1)
-          AND ($2::text IS NULL OR datname = $2)
-          AND ($3::text IS NULL OR query = $3)
-        """,
-        application_name,
-        database,
-        query,
-    )
-    return [row["pid"] for row in rows]
-
-
-async def the_backend(control: Any, **where: str) -> int:
-    """The one backend matching ``where``, waiting (bounded) until there is exactly one."""
-
-    async def one() -> int:
-        while True:
-            found = await backends(control, **where)
-            if len(found) == 1:
-                return found[0]
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(one(), WAIT)
 
 
 # --- 1. the check-then-await race in Broadcast.subscribe -----------------------------------
@@ -425,7 +397,7 @@ async def test_a_notification_storyline_cannot_route_is_logged_and_the_next_one_
                 await connection.close()
             await hub.notify(key, 1)
             assert await asyncio.wait_for(inbox.next(), WAIT) == 1
-    assert caplog.text.count("could not route a project notification") == 3
+    assert caplog.text.count("could not route a notification") == 3
 
 
 async def readiness(api: Api) -> tuple[int, dict[str, Any]]:

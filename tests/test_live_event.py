@@ -17,9 +17,9 @@ import pytest
 from graphql import GraphQLNonNull, GraphQLObjectType
 from graphql import build_schema as parse_schema
 
-from storyline.live.events import FIELDS, ProjectEvent
-from storyline.persistence import projects
-from storyline.persistence.listener import CHANNEL
+from storyline.live.events import FIELDS, LEDGER_KEYS, BalanceEvent, ProjectEvent
+from storyline.persistence import accounts, projects
+from storyline.persistence.listener import CHANNEL, LEDGER_CHANNEL
 from storyline.schema.roots import build_schema
 from tests.support import Api, new_user
 
@@ -28,12 +28,14 @@ LIMIT = 8000  # PostgreSQL refuses a NOTIFY payload of this many bytes or more
 
 
 @asynccontextmanager
-async def notifications(database_url: str) -> AsyncIterator[asyncio.Queue[str]]:
-    """The payloads of the trigger's channel, heard on a connection of the test's own."""
+async def notifications(
+    database_url: str, channel: str = CHANNEL
+) -> AsyncIterator[asyncio.Queue[str]]:
+    """The payloads of a trigger's channel, heard on a connection of the test's own."""
     heard: asyncio.Queue[str] = asyncio.Queue()
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.add_listener(CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+        await connection.add_listener(channel, lambda *args: heard.put_nowait(args[-1]))
         yield heard
     finally:
         await connection.close()
@@ -98,6 +100,8 @@ async def test_a_cut_payload_keeps_the_declared_fields_under_the_limit(
 def test_a_payload_without_a_declared_key_is_not_an_event(missing: str) -> None:
     complete = {
         "id": str(uuid.uuid4()),
+        "user_id": "someone",
+        "xid": 1234,
         "status": "PROCESSING",
         "version": 2,
         "progress": None,
@@ -122,3 +126,21 @@ def test_clients_see_the_declared_graphql_fields_with_the_declared_nullability()
     for name, wired in shown.items():
         nullable = isinstance(wired.type, types.UnionType) and type(None) in wired.type.__args__
         assert isinstance(served.fields[name].type, GraphQLNonNull) != nullable, name
+
+
+async def test_every_ledger_entry_is_announced_as_its_row(api: Api, database_url: str) -> None:
+    user = new_user()
+    async with notifications(database_url, LEDGER_CHANNEL) as heard:
+        await api.grant(user, 7)  # the account's sign-up grant, then this one
+        raws = [await asyncio.wait_for(heard.get(), 5) for _ in range(2)]
+    async with api.services.database.autocommit() as tx:
+        rows = await accounts.ledger_page(tx, user_id=user, first=2, before_id=None)
+    for raw in raws:
+        assert set(json.loads(raw)) == set(LEDGER_KEYS)
+    assert [BalanceEvent.parse(raw).entry for raw in raws] == rows[::-1]
+    assert [entry.kind for entry in rows[::-1]] == ["GRANT", "GRANT"]
+
+
+def test_a_ledger_payload_without_a_column_is_not_an_event() -> None:
+    with pytest.raises(ValueError, match="not a ledger notification"):
+        BalanceEvent.parse(json.dumps({"id": 1, "user_id": "someone"}))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from storyline.persistence.engine import sqlalchemy_url
+from storyline.persistence.listener import CHANNELS
 from storyline.persistence.migrate import migrate
 
 
@@ -30,3 +32,44 @@ async def migrated_database(server_url: str) -> str:
     url = await create_database(server_url)
     await asyncio.to_thread(migrate, url)
     return url
+
+
+# What pg_stat_activity shows as a Storyline listener's query until its first keepalive:
+# the LISTEN of the last of its channels.
+STORYLINE_LISTEN = f'LISTEN "{CHANNELS[-1]}"'
+
+
+async def backends(
+    control: asyncpg.Connection,
+    *,
+    application_name: str | None = None,
+    database: str | None = None,
+    query: str | None = None,
+) -> list[int]:
+    """The pids of the server's backends that match every condition given."""
+    rows = await control.fetch(
+        """
+        SELECT pid FROM pg_stat_activity
+        WHERE pid <> pg_backend_pid()
+          AND ($1::text IS NULL OR application_name = $1)
+          AND ($2::text IS NULL OR datname = $2)
+          AND ($3::text IS NULL OR query = $3)
+        """,
+        application_name,
+        database,
+        query,
+    )
+    return [row["pid"] for row in rows]
+
+
+async def the_backend(control: asyncpg.Connection, *, within: float = 10, **where: str) -> int:
+    """The one backend matching ``where``, waiting (bounded) until there is exactly one."""
+
+    async def one() -> int:
+        while True:
+            found = await backends(control, **where)
+            if len(found) == 1:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(one(), within)

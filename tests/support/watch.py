@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,21 @@ SUBSCRIBE = """
 subscription Watch($id: ID!) {
   projectStatus(projectId: $id) {
     projectId status version progress stage errorMessage resultUrl updatedAt
+  }
+}
+"""
+# Every field of both members: what the editor's dashboard asks.
+ACCOUNT_CHANGES = """
+subscription Dashboard($since: DateTime) {
+  accountChanges(since: $since) {
+    __typename
+    ... on ProjectStatusEvent {
+      projectId status version progress stage errorMessage resultUrl updatedAt
+    }
+    ... on BalanceChange {
+      balance
+      entry { id kind amount balanceAfter projectId reason createdAt }
+    }
   }
 }
 """
@@ -45,8 +60,20 @@ async def connected(
 
 
 async def start(ws: ClientConnection, project_id: str, op: str = "1") -> None:
+    await send_subscribe(ws, op, SUBSCRIBE, {"id": project_id})
+
+
+async def start_account(ws: ClientConnection, op: str = "1", since: str | None = None) -> None:
+    """Subscribe to accountChanges (ACCOUNT_CHANGES), from ``since`` if given."""
+    await send_subscribe(ws, op, ACCOUNT_CHANGES, {} if since is None else {"since": since})
+
+
+async def send_subscribe(
+    ws: ClientConnection, op: str, query: str, variables: dict[str, Any]
+) -> None:
+    """The subscribe (graphql-transport-ws) or start (graphql-ws) message of an operation."""
     kind = "subscribe" if ws.subprotocol == TRANSPORT_WS else "start"
-    payload = {"query": SUBSCRIBE, "variables": {"id": project_id}}
+    payload = {"query": query, "variables": variables}
     await ws.send(json.dumps({"id": op, "type": kind, "payload": payload}))
 
 
@@ -74,6 +101,18 @@ async def next_event(
     return event
 
 
+async def next_change(
+    ws: ClientConnection, op: str = "1", within: float | None = None
+) -> dict[str, Any]:
+    """The next accountChanges event of operation ``op``, which must be one."""
+    message = await next_message(ws, within)
+    assert message["type"] in ("next", "data"), message
+    assert message.get("id") == op, message
+    assert "errors" not in message["payload"], message
+    change: dict[str, Any] = message["payload"]["data"]["accountChanges"]
+    return change
+
+
 async def messages(ws: ClientConnection, op: str = "1") -> AsyncIterator[dict[str, Any]]:
     """Messages of one operation until (and including) its complete or error."""
     while True:
@@ -95,3 +134,36 @@ async def collect(ws: ClientConnection, op: str = "1") -> list[dict[str, Any]]:
             events.append(message["payload"]["data"]["projectStatus"])
     assert last["type"] == "complete", last
     return events
+
+
+# --- accountChanges ---------------------------------------------------------------------
+
+
+def is_balance(change: dict[str, Any]) -> bool:
+    return bool(change["__typename"] == "BalanceChange")
+
+
+async def until(
+    ws: ClientConnection, done: Callable[[list[dict[str, Any]]], bool], *, within: float = 10
+) -> list[dict[str, Any]]:
+    """accountChanges events as they come, until ``done(all so far)``."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        while not done(seen):
+            seen.append(await next_change(ws))
+    return seen
+
+
+def check_order(changes: list[dict[str, Any]]) -> None:
+    """The contract's per-project rules and balances that never go back."""
+    versions: dict[str, int] = {}
+    entry = 0
+    for change in changes:
+        if is_balance(change):
+            assert int(change["entry"]["id"]) >= entry, changes
+            assert change["balance"] == change["entry"]["balanceAfter"]
+            entry = int(change["entry"]["id"])
+        else:
+            last = versions.get(change["projectId"], 0)
+            assert change["version"] > last, f"{change} after version {last}"
+            versions[change["projectId"]] = change["version"]

@@ -11,12 +11,14 @@ trigger's payload (SQL in the migrations, which never import app code) to it.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, get_type_hints
 
 from storyline.domain.lifecycle import Status
+from storyline.persistence.accounts import LedgerRecord
 from storyline.persistence.projects import ProjectRecord
 
 _WIRE = "storyline.wire"
@@ -46,6 +48,11 @@ def wire(
 @dataclass(frozen=True, slots=True)
 class ProjectEvent:
     project_id: str = field(metadata=wire("id", graphql="projectId", read=str))
+    # The owner, whose accountChanges watchers receive the event too.
+    user_id: str = field(metadata=wire("user_id", graphql=None, read=str))
+    # The transaction that wrote this version: a watcher that read its first state in a
+    # snapshot drops the events that snapshot already saw (persistence/snapshots.py).
+    xid: int | None = field(metadata=wire("xid", graphql=None))
     status: Status = field(metadata=wire("status", graphql="status", read=Status))
     version: int = field(metadata=wire("version", graphql="version", read=int))
     progress: int | None = field(metadata=wire("progress", graphql="progress"))
@@ -64,6 +71,8 @@ class ProjectEvent:
     def of(cls, record: ProjectRecord) -> ProjectEvent:
         return cls(
             project_id=str(record.id),
+            user_id=record.user_id,
+            xid=record.last_xid,
             status=Status(record.status),
             version=record.version,
             progress=record.progress,
@@ -73,6 +82,16 @@ class ProjectEvent:
             truncated=False,
             updated_at=record.updated_at,
         )
+
+    @property
+    def key(self) -> str:
+        """What a newer event replaces in an account's mailbox: this project's state."""
+        return self.project_id
+
+    @property
+    def position(self) -> int:
+        """Order among the events of the same key."""
+        return self.version
 
     @classmethod
     def parse(cls, payload: str) -> ProjectEvent:
@@ -96,3 +115,55 @@ def _declared() -> tuple[WireField, ...]:
 FIELDS = _declared()
 # ProjectStatusEvent's fields, by ProjectEvent's attribute names.
 SHOWN = tuple(wired.name for wired in FIELDS if wired.graphql is not None)
+
+
+# The ledger's notification is its row, key for key (``storyline_ledger_notify``, 0004):
+# how each JSON value is read back into LedgerRecord's attribute of the same name.
+_LEDGER_READ: Mapping[str, Callable[[Any], Any]] = {
+    "id": int,
+    "user_id": str,
+    "kind": str,
+    "amount": int,
+    "balance_after": int,
+    "project_id": lambda sent: None if sent is None else uuid.UUID(sent),
+    "reason": _as_sent,
+    "created_at": datetime.fromisoformat,
+}
+LEDGER_KEYS = tuple(LedgerRecord.__slots__)
+assert set(_LEDGER_READ) == set(LEDGER_KEYS), "every ledger column is read back"
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceEvent:
+    """A ledger entry and the balance right after it: accountChanges' BalanceChange."""
+
+    entry: LedgerRecord
+    rendered: dict[Hashable, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def user_id(self) -> str:
+        return self.entry.user_id
+
+    @property
+    def key(self) -> str:
+        return BALANCE_KEY
+
+    @property
+    def position(self) -> int:
+        # Entries of one account are written under its row lock: ids grow in commit order.
+        return self.entry.id
+
+    @classmethod
+    def parse(cls, payload: str) -> BalanceEvent:
+        """From the JSON of the ``storyline_ledger_notify`` trigger; raises ValueError."""
+        try:
+            sent = json.loads(payload)
+            return cls(LedgerRecord(**{key: _LEDGER_READ[key](sent[key]) for key in LEDGER_KEYS}))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a ledger notification: {exc}") from exc
+
+
+# The balance's key in an account's mailbox: never a project id (those are UUIDs).
+BALANCE_KEY = ""
+
+AccountEvent = ProjectEvent | BalanceEvent

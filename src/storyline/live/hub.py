@@ -1,4 +1,4 @@
-"""Live project events for this process: one broadcaster backend, routed by project id.
+"""Live events for this process: one broadcaster backend, routed by project and by owner.
 
 The hub composes a broadcaster backend (persistence/listener.py's PostgresListener), not
 broadcaster's ``Broadcast``, whose subscribe, listener loop and disconnect have the defects
@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from storyline.domain.errors import StorylineError
-from storyline.live.events import ProjectEvent
-from storyline.persistence.listener import PostgresListener
+from storyline.live.events import AccountEvent, BalanceEvent, ProjectEvent
+from storyline.persistence.listener import LEDGER_CHANNEL, PostgresListener
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +36,20 @@ class TooManySubscriptions(StorylineError):
     code = "BAD_USER_INPUT"
 
     def __init__(self, limit: int) -> None:
+        # No ``field``: the limit counts the user's subscriptions of every field.
         super().__init__(
-            f"At most {limit} live subscriptions per user; close one first.",
-            field="projectId",
-            limit=limit,
+            f"At most {limit} live subscriptions per user; close one first.", limit=limit
         )
 
 
-class Mailbox:
-    """What one subscriber has yet to send: pending events in version order, bounded."""
+class _Inbox:
+    """What one subscriber has yet to send, and the wake-up when there is news. A future
+    is made only while the subscriber waits (an asyncio.Event would carry a deque of its
+    own, always): there is one inbox per live subscription."""
 
-    # Small on purpose: there is one per live subscription. A future is made only while
-    # the subscriber waits (an asyncio.Event would carry a deque of its own, always).
-    __slots__ = ("_pending", "_waiter", "resync")
+    __slots__ = ("_waiter", "resync")
 
     def __init__(self) -> None:
-        self._pending: list[ProjectEvent] = []
         self._waiter: asyncio.Future[None] | None = None
         self.resync = False
 
@@ -57,6 +57,37 @@ class Mailbox:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def request_resync(self) -> None:
+        self.resync = True
+        self._wake()
+
+    def _has_news(self) -> bool:
+        raise NotImplementedError
+
+    async def _wait(self) -> bool:
+        """Wait for news; whether the subscriber must re-read its state."""
+        while not self._has_news() and not self.resync:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        resync, self.resync = self.resync, False
+        return resync
+
+
+class Mailbox(_Inbox):
+    """One project's pending events in version order, bounded."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[ProjectEvent] = []
+
+    def _has_news(self) -> bool:
+        return bool(self._pending)
 
     def offer(self, event: ProjectEvent) -> None:
         if self._pending and event.version <= self._pending[-1].version:
@@ -67,37 +98,64 @@ class Mailbox:
         self._pending.append(event)
         self._wake()
 
-    def request_resync(self) -> None:
-        self.resync = True
-        self._wake()
-
     async def take(self) -> tuple[list[ProjectEvent], bool]:
         """Wait for news: the pending events, and whether the row must be re-read."""
-        while not self._pending and not self.resync:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        resync = await self._wait()
         events, self._pending = self._pending, []
-        resync, self.resync = self.resync, False
         return events, resync
 
 
+class AccountMailbox(_Inbox):
+    """One account's pending events: the newest state of each of its projects that changed
+    and the newest balance, in the order they last changed. It holds at most one event
+    per project, so it never grows beyond what its subscriber has yet to send."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str, AccountEvent] = {}
+
+    def _has_news(self) -> bool:
+        return bool(self._pending)
+
+    def offer(self, event: AccountEvent) -> None:
+        waiting = self._pending.get(event.key)
+        if waiting is not None:
+            if waiting.position >= event.position:
+                return  # a duplicate, or older than what is already waiting
+            del self._pending[event.key]  # the newer state goes where changes are newest
+        self._pending[event.key] = event
+        self._wake()
+
+    async def take(self) -> tuple[list[AccountEvent], bool]:
+        """Wait for news: the pending events, and whether the account must be re-read."""
+        resync = await self._wait()
+        events = list(self._pending.values())
+        self._pending.clear()
+        return events, resync
+
+
+InboxT = TypeVar("InboxT", bound=_Inbox)
+
+
 class ProjectBroadcast:
-    """The process's hub: ``connect``/``disconnect`` around the app's lifetime, and
-    ``subscribe(project_id, owner=..., limit=...)`` for each watcher."""
+    """The process's hub: ``connect``/``disconnect`` around the app's lifetime,
+    ``subscribe(project_id, ...)`` for each projectStatus watcher and
+    ``subscribe_account(user_id, ...)`` for each accountChanges watcher."""
 
     def __init__(self, listener: PostgresListener) -> None:
         self.listener = listener
-        self.mailboxes: dict[str, set[Mailbox]] = {}
+        self.mailboxes: dict[str, set[Mailbox]] = {}  # by project id
+        self.accounts: dict[str, set[AccountMailbox]] = {}  # by user id
         self.by_owner: Counter[str] = Counter()
         self._router: asyncio.Task[None] | None = None
         listener.add_reconnect_listener(self._resync_all)
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(boxes) for boxes in self.mailboxes.values())
+        watched = sum(len(boxes) for boxes in self.mailboxes.values())
+        return watched + sum(len(boxes) for boxes in self.accounts.values())
 
     async def connect(self) -> None:
         # A second router would be left running, out of disconnect()'s reach.
@@ -112,69 +170,91 @@ class ProjectBroadcast:
             await asyncio.gather(router, return_exceptions=True)
         await self.listener.disconnect()
 
-    def subscribe(self, project_id: str, *, owner: str = "", limit: int | None = None) -> Watch:
+    def subscribe(
+        self, project_id: str, *, owner: str = "", limit: int | None = None
+    ) -> Watch[Mailbox]:
         """Deliveries for one project id, as ``async with``: registered on entry, before
         anything is awaited. Entry raises TooManySubscriptions when ``owner`` already holds
-        ``limit`` of them."""
-        return Watch(self, project_id, owner, limit)
+        ``limit`` subscriptions (of either kind)."""
+        return Watch(self, self.mailboxes, project_id, owner, limit, Mailbox)
 
-    def _register(self, project_id: str, owner: str, limit: int | None) -> Mailbox:
+    def subscribe_account(self, user_id: str, *, limit: int | None = None) -> Watch[AccountMailbox]:
+        """Deliveries for every project and ledger entry of one account, as ``subscribe``."""
+        return Watch(self, self.accounts, user_id, user_id, limit, AccountMailbox)
+
+    def _count(self, owner: str, limit: int | None) -> None:
         if limit is not None and self.by_owner[owner] >= limit:
             raise TooManySubscriptions(limit)
-        mailbox = Mailbox()
-        self.mailboxes.setdefault(project_id, set()).add(mailbox)
         self.by_owner[owner] += 1
-        return mailbox
 
-    def _unregister(self, project_id: str, owner: str, mailbox: Mailbox) -> None:
+    def _uncount(self, owner: str) -> None:
         self.by_owner[owner] -= 1
         if not self.by_owner[owner]:
             del self.by_owner[owner]
-        boxes = self.mailboxes.get(project_id)
-        if boxes is not None:
-            boxes.discard(mailbox)
-            if not boxes:
-                del self.mailboxes[project_id]
 
     async def _route_all(self) -> None:
         while True:
             published = await self.listener.next_published()
             try:
-                self._route(published.message)
+                self._route(published.channel, published.message)
             except Exception:
-                log.exception("could not route a project notification")
+                log.exception("could not route a notification")
 
-    def _route(self, payload: str) -> None:
+    def _route(self, channel: str, payload: str) -> None:
+        if channel == LEDGER_CHANNEL:
+            balance = BalanceEvent.parse(payload)
+            for account in self.accounts.get(balance.user_id, ()):
+                account.offer(balance)
+            return
         event = ProjectEvent.parse(payload)
         for mailbox in self.mailboxes.get(event.project_id, ()):
             mailbox.offer(event)
+        for account in self.accounts.get(event.user_id, ()):
+            account.offer(event)
 
     def _resync_all(self) -> None:
-        for boxes in self.mailboxes.values():
-            for mailbox in boxes:
-                mailbox.request_resync()
+        for registry in (self.mailboxes, self.accounts):
+            for boxes in registry.values():
+                for box in boxes:
+                    box.request_resync()
 
 
-class Watch:
+class Watch(Generic[InboxT]):
     """``async with hub.subscribe(...)``: a class rather than a generator-based context
     manager, to keep each live subscription small."""
 
-    __slots__ = ("_hub", "_limit", "_mailbox", "_owner", "_project_id")
+    __slots__ = ("_hub", "_inbox", "_key", "_limit", "_make", "_owner", "_registry")
 
     def __init__(
-        self, hub: ProjectBroadcast, project_id: str, owner: str, limit: int | None
+        self,
+        hub: ProjectBroadcast,
+        registry: dict[str, set[InboxT]],
+        key: str,
+        owner: str,
+        limit: int | None,
+        make: Callable[[], InboxT],
     ) -> None:
         self._hub = hub
-        self._project_id = project_id
+        self._registry = registry
+        self._key = key
         self._owner = owner
         self._limit = limit
-        self._mailbox: Mailbox | None = None
+        self._make = make
+        self._inbox: InboxT | None = None
 
-    async def __aenter__(self) -> Mailbox:
-        self._mailbox = self._hub._register(self._project_id, self._owner, self._limit)
-        return self._mailbox
+    async def __aenter__(self) -> InboxT:
+        self._hub._count(self._owner, self._limit)
+        inbox = self._inbox = self._make()
+        self._registry.setdefault(self._key, set()).add(inbox)
+        return inbox
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._mailbox is not None:
-            self._hub._unregister(self._project_id, self._owner, self._mailbox)
-            self._mailbox = None
+        inbox, self._inbox = self._inbox, None
+        if inbox is None:
+            return
+        self._hub._uncount(self._owner)
+        boxes = self._registry.get(self._key)
+        if boxes is not None:
+            boxes.discard(inbox)
+            if not boxes:
+                del self._registry[self._key]

@@ -99,9 +99,14 @@ class Database:
         return cls(create_engine(url, pool_size=pool_size))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """BEGIN … COMMIT, or ROLLBACK when the block raises."""
-        async with pooled_driver_connection(self.engine) as driver, driver.transaction():
+    async def transaction(self, *, snapshot: bool = False) -> AsyncIterator[Transaction]:
+        """BEGIN … COMMIT, or ROLLBACK when the block raises. ``snapshot``: read only, and
+        every statement sees the one snapshot the first one took (REPEATABLE READ)."""
+        isolation = "repeatable_read" if snapshot else None
+        async with (
+            pooled_driver_connection(self.engine) as driver,
+            driver.transaction(isolation=isolation, readonly=snapshot),
+        ):
             yield Transaction(driver)
 
     @asynccontextmanager

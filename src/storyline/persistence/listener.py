@@ -1,4 +1,4 @@
-"""Storyline's broadcaster backend: one LISTEN connection on the trigger's one channel.
+"""Storyline's broadcaster backend: one LISTEN connection for the triggers' two channels.
 
 Unlike broadcaster's stock Postgres backend it never shares the LISTEN connection with
 anything else, reconnects with backoff when the connection is lost, and says so (to the
@@ -22,7 +22,9 @@ from storyline.persistence.engine import driver_url
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "storyline_project"
+CHANNEL = "storyline_project"  # every project change (migrations 0002, 0004)
+LEDGER_CHANNEL = "storyline_ledger"  # every ledger entry (migration 0004)
+CHANNELS = (CHANNEL, LEDGER_CHANNEL)
 
 
 class PostgresListener(BroadcastBackend):
@@ -65,7 +67,8 @@ class PostgresListener(BroadcastBackend):
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
 
-    # Logical channels are project ids routed in-process: PostgreSQL hears one channel only.
+    # Logical channels (projects, accounts) are routed in-process: PostgreSQL hears the
+    # triggers' channels only, all of them on the one connection.
     async def subscribe(self, channel: str) -> None:
         return None
 
@@ -74,9 +77,11 @@ class PostgresListener(BroadcastBackend):
 
     async def publish(self, channel: str, message: Any) -> None:
         """Send on a connection of its own: the LISTEN connection is never shared."""
+        if channel not in CHANNELS:
+            raise ValueError(f"not one of the channels Storyline listens on: {channel!r}")
         connection = await asyncpg.connect(self._url)
         try:
-            await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(message))
+            await connection.execute("SELECT pg_notify($1, $2)", channel, json.dumps(message))
         finally:
             await connection.close()
 
@@ -92,7 +97,8 @@ class PostgresListener(BroadcastBackend):
                 connection = await asyncpg.connect(self._url, timeout=10)
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _, lost=lost: lost.set())
-                await connection.add_listener(CHANNEL, self._notified)
+                for channel in CHANNELS:
+                    await connection.add_listener(channel, self._notified)
                 self._connected.set()
                 failures = 0
                 if not first:
@@ -134,4 +140,4 @@ class PostgresListener(BroadcastBackend):
         return random.uniform(ceiling / 2, ceiling)
 
     def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        self._events.put_nowait(Event(CHANNEL, payload))
+        self._events.put_nowait(Event(channel, payload))

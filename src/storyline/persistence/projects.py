@@ -36,6 +36,7 @@ class ProjectRecord:
     created_at: datetime
     updated_at: datetime
     last_report_at: datetime | None
+    last_xid: int | None  # the transaction that wrote this version (None: before 0004)
 
 
 PROJECT_FIELDS = tuple(ProjectRecord.__slots__)

@@ -47,6 +47,7 @@ projects = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("last_report_at", DateTime(timezone=True)),
+    Column("last_xid", BigInteger),  # the transaction that wrote the row's version
 )
 
 ledger = Table(

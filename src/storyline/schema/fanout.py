@@ -1,8 +1,9 @@
-"""The projectStatus fan-out path: each event rendered once per distinct selection.
+"""The live fan-out path: each event rendered once per distinct selection.
 
 strawberry executes a subscription's selection set for every watcher and every event;
 with a thousand watchers of one project that is a thousand identical executions and JSON
-encodings per change. This handler serves a ``projectStatus`` subscription itself: the
+encodings per change. This handler serves ``projectStatus`` and ``accountChanges``
+subscriptions itself (``LIVE``): the
 document is checked by the schema's DocumentGuard, as on the ordinary path, each event is
 executed by graphql-core against that document once per distinct (document, operation,
 variables), and the same text goes to every watcher that asked for it. Anything else,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -39,6 +41,7 @@ from graphql import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMessage
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
+from storyline.auth import Principal
 from storyline.compat.starlette import server_send
 from storyline.compat.strawberry import (
     SubscribeOperation,
@@ -46,28 +49,55 @@ from storyline.compat.strawberry import (
     graphql_schema,
     run_execute_hooks,
 )
-from storyline.live.events import ProjectEvent
+from storyline.live.events import AccountEvent
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
 from storyline.schema.roots import StorylineSchema
 from storyline.schema.subprotocols import TransportWS
-from storyline.schema.types import ProjectStatusEvent
+from storyline.schema.types import ProjectStatusEvent, account_change
+from storyline.services import Services
+from storyline.usecases.account_changes import watch_account
 from storyline.usecases.subscriptions import watch_project
 
-FIELD = "projectStatus"
 SUBSCRIPTION = (StrawberryOperationType.SUBSCRIPTION,)
+Event = AccountEvent  # a ProjectEvent or a BalanceEvent
 
 
-def project_status_field(document: DocumentNode, operation_name: str | None) -> FieldNode | None:
-    """The root field of a subscription to projectStatus, written as a plain field (no
+@dataclass(frozen=True, slots=True)
+class LiveField:
+    """A subscription field this path serves: its events, and each as its resolver in
+    schema/roots.py yields it (so both paths execute the same value)."""
+
+    watch: Callable[[Services, Principal, dict[str, Any]], AsyncGenerator[Event, None]]
+    shown: Callable[[Any], object]
+
+
+LIVE = {
+    "projectStatus": LiveField(
+        lambda services, principal, arguments: watch_project(
+            services, principal, str(arguments["projectId"])
+        ),
+        ProjectStatusEvent.of,
+    ),
+    "accountChanges": LiveField(
+        lambda services, principal, arguments: watch_account(
+            services, principal, arguments.get("since")
+        ),
+        account_change,
+    ),
+}
+
+
+def live_field(document: DocumentNode, operation_name: str | None) -> FieldNode | None:
+    """The root field of a subscription to one of ``LIVE``, written as a plain field (no
     directive, not behind a fragment); None for any other operation."""
     operation = get_operation_ast(document, operation_name)
     if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
         return None
     [root, *others] = operation.selection_set.selections
-    if others or not isinstance(root, FieldNode) or root.name.value != FIELD or root.directives:
+    if others or not isinstance(root, FieldNode) or root.name.value not in LIVE:
         return None
-    return root
+    return None if root.directives else root
 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
@@ -79,14 +109,15 @@ class Selection:
 
     document: DocumentNode
     executor: Executor[Any]  # built without a root value or any watcher's context
+    field: LiveField
 
-    async def render(self, schema: strawberry.Schema, event: ProjectEvent) -> str:
+    async def render(self, schema: strawberry.Schema, event: Event) -> str:
         """The ``payload`` of a next message for this event; once per event and selection."""
         cached = event.rendered.get(self)
         if cached is None:
-            # The event as Subscription.project_status yields it, executed as graphql-core
+            # The event as the field's resolver yields it, executed as graphql-core
             # executes each event of a subscription.
-            per_event = self.executor.build_per_event_executor(ProjectStatusEvent.of(event))
+            per_event = self.executor.build_per_event_executor(self.field.shown(event))
             result = execute_subscription_event(per_event)
             if isawaitable(result):
                 result = await result
@@ -117,13 +148,14 @@ def selection(
 
     A variable used only in the root field's arguments (the project id, as editors write
     it) chooses the events, not their payload: it is left out of the key, so the watchers
-    of every project with one document share one selection."""
+    of every project with one document share one selection. (The query text names the
+    root field, so one key never serves two fields.)"""
     shaping = _variables_below(document, root)
     given = {name: value for name, value in (variables or {}).items() if name in shaping}
     key = (schema, query, operation_name, json.dumps(given, sort_keys=True))
     found = SELECTIONS.get(key)
     if found is None:
-        found = SELECTIONS[key] = Selection(document, executor)
+        found = SELECTIONS[key] = Selection(document, executor, LIVE[root.name.value])
     return found
 
 
@@ -158,7 +190,7 @@ def payload(schema: strawberry.Schema, result: ExecutionResult) -> dict[str, Any
 
 
 class FanoutTransportWS(TransportWS):
-    """graphql-transport-ws, with projectStatus rendered once per event and selection.
+    """graphql-transport-ws, with the ``LIVE`` fields rendered once per event and selection.
 
     strawberry's handle_subscribe runs first, unchanged (acknowledged connection, unique
     id, per-connection limit); only the operation it starts is decided here.
@@ -171,13 +203,13 @@ class FanoutTransportWS(TransportWS):
         if served is None:
             await super().run_operation(operation)
             return
-        watched, project_id = served
+        watched, arguments = served
         services = self.context.services
         prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
         send = server_send(self.server_websocket())
         try:
             self.executing(operation, watched.document)
-            events = watch_project(services, self.context.principal, project_id)
+            events = watched.field.watch(services, self.context.principal, arguments)
             async with aclosing(events):
                 async for event in events:
                     text = f"{prefix}{await watched.render(self.storyline_schema, event)}}}"
@@ -199,9 +231,11 @@ class FanoutTransportWS(TransportWS):
             await operation.send_operation_message(cast("NextMessage", message))
         await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
-    def served(self, operation: SubscribeOperation[Context, None]) -> tuple[Selection, str] | None:
-        """The selection and project id of a projectStatus subscription this handler can
-        serve; None for anything the ordinary path is to answer."""
+    def served(
+        self, operation: SubscribeOperation[Context, None]
+    ) -> tuple[Selection, dict[str, Any]] | None:
+        """The selection and root arguments of a subscription this handler can serve; None
+        for anything the ordinary path is to answer."""
         query, name, variables = operation.query, operation.operation_name, operation.variables
         if not (
             isinstance(query, str)
@@ -210,7 +244,7 @@ class FanoutTransportWS(TransportWS):
         ):
             return None
         document = self.checked(query)
-        root = None if document is None else project_status_field(document, name)
+        root = None if document is None else live_field(document, name)
         if document is None or root is None:
             return None
         schema = self.storyline_schema
@@ -221,12 +255,12 @@ class FanoutTransportWS(TransportWS):
         assert subscription is not None  # the document validated against it
         try:
             arguments = get_argument_values(
-                subscription.fields[FIELD], root, executor.variable_values
+                subscription.fields[root.name.value], root, executor.variable_values
             )
         except GraphQLError:
             return None
         watched = selection(schema, query, document, root, name, variables, executor)
-        return watched, str(arguments["projectId"])
+        return watched, arguments
 
     def checked(self, query: str) -> DocumentNode | None:
         """The document if it passes every check of the ordinary path (the schema's one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -28,11 +29,14 @@ from storyline.schema.observed import OperationMetrics
 from storyline.schema.operations import OperationChoice
 from storyline.schema.types import (
     Account,
+    AccountChange,
     Project,
     ProjectConnection,
     ProjectStatusEvent,
+    account_change,
 )
 from storyline.usecases import queries
+from storyline.usecases.account_changes import watch_account
 from storyline.usecases.generate_story import generate_story
 from storyline.usecases.grant_credits import grant_credits
 from storyline.usecases.subscriptions import watch_project
@@ -118,6 +122,17 @@ class Subscription:
         async with aclosing(events):
             async for event in events:
                 yield ProjectStatusEvent.of(event)
+                services.metrics.events.inc()
+
+    @strawberry.subscription
+    async def account_changes(
+        self, info: Info, since: datetime | None = strawberry.UNSET
+    ) -> AsyncGenerator[AccountChange, None]:
+        services = info.context.services
+        events = watch_account(services, info.context.principal, since or None)
+        async with aclosing(events):
+            async for event in events:
+                yield account_change(event)
                 services.metrics.events.inc()
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, TypeAlias
 
 import strawberry
 
-from storyline.live.events import SHOWN, ProjectEvent
+from storyline.live.events import SHOWN, AccountEvent, BalanceEvent, ProjectEvent
 from storyline.persistence.accounts import LedgerRecord
 from storyline.persistence.projects import ProjectRecord
 from storyline.schema.context import Info
@@ -153,3 +154,27 @@ class ProjectStatusEvent:
     @classmethod
     def of(cls, event: ProjectEvent) -> ProjectStatusEvent:
         return cls(**{name: getattr(event, name) for name in SHOWN})
+
+
+@strawberry.type
+class BalanceChange:
+    """One ledger entry of the caller's, with the balance right after it."""
+
+    balance: int
+    entry: LedgerEntry
+
+    @classmethod
+    def of(cls, event: BalanceEvent) -> BalanceChange:
+        return cls(balance=event.entry.balance_after, entry=LedgerEntry.of(event.entry))
+
+
+AccountChange: TypeAlias = Annotated[
+    ProjectStatusEvent | BalanceChange, strawberry.union("AccountChange")
+]
+
+
+def account_change(event: AccountEvent) -> ProjectStatusEvent | BalanceChange:
+    """An accountChanges event as clients see it."""
+    if isinstance(event, BalanceEvent):
+        return BalanceChange.of(event)
+    return ProjectStatusEvent.of(event)
