@@ -1,11 +1,13 @@
-"""A project's live state, as the trigger announces it and as subscribers receive it.
+"""Live events as the triggers announce them and subscribers receive them: a project's
+state (ProjectEvent) and a ledger entry with the balance after it (BalanceEvent).
 
 The event's wire shape is declared once, here: each attribute of ProjectEvent says, in its
 ``wire(...)`` metadata, the key the ``storyline_project_notify`` trigger writes it under,
 its name in GraphQL's ProjectStatusEvent (None: clients never see it) and how its JSON
 value is read. ``FIELDS`` gathers them. The parser below reads the payload through it,
 schema/types.py's ProjectStatusEvent is filled from it, and tests hold that type and the
-trigger's payload (SQL in the migrations, which never import app code) to it.
+trigger's payload (SQL in the migrations, which never import app code) to it. The
+ledger's notification is its row, column for column: LedgerRecord is its declaration.
 """
 
 from __future__ import annotations
