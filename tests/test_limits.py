@@ -12,7 +12,7 @@ from graphql import get_introspection_query
 from tests.support import Api, new_user, storyline, token
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
-from tests.support.watch import connected, next_message, start
+from tests.support.watch import connected, next_message, start, start_account
 
 ME = "{ me { balance } }"
 
@@ -95,7 +95,11 @@ async def test_two_hundred_subscriptions_on_one_connection_are_capped(api: Api) 
     limit = api.services.settings.max_subscriptions_per_connection
     async with connected(api.url, token(user)) as ws:
         for n in range(200):
-            await start(ws, project["id"], op=str(n))
+            # Both live fields count against the one cap.
+            if n % 2:
+                await start_account(ws, op=str(n))
+            else:
+                await start(ws, project["id"], op=str(n))
         seen: dict[str, str] = {}
         while len(seen) < 200:
             message = json.loads(await asyncio.wait_for(ws.recv(), 5))
