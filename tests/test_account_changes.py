@@ -6,7 +6,7 @@
 - per project: version order and no duplicates, under concurrent changes and while
   watchers subscribe in the middle of them; balances never go back;
 - the server never completes it; an expired token ends it;
-- the per-user limit counts it with projectStatus;
+- the per-user and per-connection limits count it with projectStatus (test_limits.py);
 - both subprotocols, on the fan-out path and strawberry's own.
 
 The money invariants are checked after every test (conftest.py).
@@ -19,12 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection
 
 from storyline.auth import Role
-from tests.support import Api, new_user, storyline, token
-from tests.support.databases import migrated_database
-from tests.support.fakes import FakeVideoService
+from tests.support import Api, new_user, token
 from tests.support.watch import (
     LEGACY_WS,
     TRANSPORT_WS,
@@ -33,7 +30,6 @@ from tests.support.watch import (
     is_balance,
     next_change,
     next_message,
-    start,
     start_account,
     until,
 )
@@ -204,43 +200,6 @@ async def test_only_the_callers_own_account_is_watched(api: Api) -> None:
         await api.grant(stranger, 3)
         with pytest.raises(TimeoutError):
             await next_message(ws, within=0.5)
-
-
-async def test_the_per_user_limit_counts_account_changes_with_project_status(
-    server_url: str, fake_upstream: tuple[FakeVideoService, str]
-) -> None:
-    database_url = await migrated_database(server_url)
-    async with storyline(
-        database_url, upstream_url=fake_upstream[1], max_subscriptions_per_user=3
-    ) as api:
-        user = new_user()
-        project_id = (await api.generate(user))["data"]["generateStory"]["id"]
-        async with connected(api.url, token(user)) as first:
-            async with connected(api.url, token(user)) as second:
-                await start_account(first, op="a")
-                assert (await next_for(first, "a"))["type"] == "next"
-                await start(first, project_id, op="b")
-                assert (await next_for(first, "b"))["type"] == "next"
-                await start_account(second, op="c")
-                assert (await next_for(second, "c"))["type"] == "next"
-                await start_account(second, op="d")
-                refused = await next_for(second, "d")
-                error = refused["payload"]["errors"][0]
-                assert error["extensions"]["code"] == "BAD_USER_INPUT", refused
-                assert error["message"] == (
-                    "At most 3 live subscriptions per user; close one first."
-                )
-            # Closing a connection frees its slots.
-            await start_account(first, op="e")
-            assert (await next_for(first, "e"))["type"] == "next"
-
-
-async def next_for(ws: ClientConnection, op: str) -> dict[str, Any]:
-    """The next message of operation ``op``, passing over those of others."""
-    while True:
-        message = await next_message(ws, within=WAIT)
-        if message.get("id") == op:
-            return message
 
 
 async def test_since_out_of_range_is_a_clear_client_error(api: Api) -> None:

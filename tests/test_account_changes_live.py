@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from storyline.persistence.engine import sqlalchemy_url
-from storyline.persistence.invariants import violations
-from tests.support import Api, client, new_user, storyline, token
-from tests.support.databases import STORYLINE_LISTEN, migrated_database, the_backend
+from tests.support import Api, new_user, storyline, token
+from tests.support.books import money_violations
+from tests.support.databases import (
+    STORYLINE_LISTEN,
+    database_name,
+    listener_outage,
+    migrated_database,
+    the_backend,
+)
 from tests.support.fakes import FakeVideoService
-from tests.support.processes import served, server_env
+from tests.support.processes import two_instances
 from tests.support.watch import (
     check_order,
     connected,
@@ -44,13 +48,7 @@ async def test_a_watcher_on_one_instance_sees_what_another_instance_did(
     server_url: str, fake_upstream: tuple[FakeVideoService, str], tmp_path: Path
 ) -> None:
     database_url = await migrated_database(server_url)
-    env = server_env(database_url, upstream_url=fake_upstream[1])
-    async with (
-        served(env, tmp_path / "instance-1.log") as first_instance,
-        served(env, tmp_path / "instance-2.log") as second_instance,
-        client(first_instance.url) as one,
-        client(second_instance.url) as two,
-    ):
+    async with two_instances(database_url, fake_upstream[1], tmp_path) as (one, two):
         user = new_user()
         async with connected(one.url, token(user)) as ws:
             await start_account(ws)
@@ -64,19 +62,14 @@ async def test_a_watcher_on_one_instance_sees_what_another_instance_did(
         [charge] = [c for c in changes if is_balance(c)]
         assert charge["balance"] == signup["balance"] - created["creditsUsed"]
         assert changes[-1]["projectId"] == created["id"]
-        engine = create_async_engine(sqlalchemy_url(database_url))
-        try:
-            async with engine.connect() as conn:
-                assert not await violations(conn)
-        finally:
-            await engine.dispose()
+        assert await money_violations(database_url) == {}
 
 
 async def test_after_a_listener_outage_what_changed_meanwhile_is_sent_once(
     server_url: str, fake_upstream: tuple[FakeVideoService, str]
 ) -> None:
     database = await migrated_database(server_url)
-    name = database.rsplit("/", 1)[1].split("?")[0]
+    name = database_name(database)
     control = await asyncpg.connect(server_url)  # in the server's "postgres" database
     writer = await asyncpg.connect(database)  # opened before the outage
     try:
@@ -95,9 +88,7 @@ async def test_after_a_listener_outage_what_changed_meanwhile_is_sent_once(
                 [live] = await until(ws, lambda seen: bool(seen))
                 assert (live["projectId"], live["progress"]) == (heard["id"], 10)
 
-                await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-                try:
-                    assert await control.fetchval("SELECT pg_terminate_backend($1)", killed)
+                async with listener_outage(control, database, killed):
                     await wait_until_unready(api)
                     # Changes nobody hears: a project moves and credits are granted.
                     await writer.execute(
@@ -116,8 +107,6 @@ async def test_after_a_listener_outage_what_changed_meanwhile_is_sent_once(
                             user,
                             balance,
                         )
-                finally:
-                    await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
                 resynced = await until(ws, lambda seen: len(seen) == 2, within=20)
                 with_balance = [c for c in resynced if is_balance(c)]

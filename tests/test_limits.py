@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from graphql import get_introspection_query
+from websockets.asyncio.client import ClientConnection
 
 from tests.support import Api, new_user, storyline, token
 from tests.support.databases import migrated_database
@@ -109,7 +111,7 @@ async def test_two_hundred_subscriptions_on_one_connection_are_capped(api: Api) 
     await still_serving(api)
 
 
-async def test_subscriptions_per_user_are_capped_across_connections(
+async def test_subscriptions_per_user_are_capped_across_connections_and_fields(
     server_url: str, fake_upstream: tuple[FakeVideoService, str]
 ) -> None:
     database_url = await migrated_database(server_url)
@@ -120,13 +122,19 @@ async def test_subscriptions_per_user_are_capped_across_connections(
         project_id = (await api.generate(user))["data"]["generateStory"]["id"]
         async with connected(api.url, token(user)) as first:
             async with connected(api.url, token(user)) as second:
-                for ws, op in ((first, "a"), (first, "b"), (second, "c")):
-                    await start(ws, project_id, op=op)
-                    assert (await next_message(ws, 5))["type"] == "next"
-                await start(second, project_id, op="d")
-                refused = await next_message(second, 5)
-                assert refused["payload"]["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-                assert (await next_message(second, 5))["type"] == "complete"
+                # projectStatus and accountChanges count against the one cap.
+                await start(first, project_id, op="a")
+                assert (await next_of(first, "a"))["type"] == "next"
+                await start_account(first, op="b")
+                assert (await next_of(first, "b"))["type"] == "next"
+                await start(second, project_id, op="c")
+                assert (await next_of(second, "c"))["type"] == "next"
+                await start_account(second, op="d")
+                refused = await next_of(second, "d")
+                error = refused["payload"]["errors"][0]
+                assert error["extensions"]["code"] == "BAD_USER_INPUT", refused
+                assert error["message"] == "At most 3 live subscriptions per user; close one first."
+                assert (await next_of(second, "d"))["type"] == "complete"
                 other = new_user()  # the cap is per user
                 other_project = (await api.generate(other))["data"]["generateStory"]["id"]
                 async with connected(api.url, token(other)) as third:
@@ -134,7 +142,16 @@ async def test_subscriptions_per_user_are_capped_across_connections(
                     assert (await next_message(third, 5))["type"] == "next"
             # Closing a connection frees its slots.
             await start(first, project_id, op="f")
-            assert (await next_message(first, 5))["type"] == "next"
+            assert (await next_of(first, "f"))["type"] == "next"
+
+
+async def next_of(ws: ClientConnection, op: str) -> dict[str, Any]:
+    """The next message of operation ``op``, passing over those of others (an account's
+    later changes, say)."""
+    while True:
+        message = await next_message(ws, 5)
+        if message.get("id") == op:
+            return message
 
 
 @pytest.mark.parametrize("setting", ["introspection", "graphiql"])

@@ -46,6 +46,8 @@ from tests.support.databases import (
     STORYLINE_LISTEN,
     backends,
     create_database,
+    database_name,
+    listener_outage,
     migrated_database,
     the_backend,
 )
@@ -421,7 +423,7 @@ async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live
     server_url: str, fake_upstream: tuple[FakeVideoService, str]
 ) -> None:
     database = await migrated_database(server_url)
-    name = database.rsplit("/", 1)[1].split("?")[0]
+    name = database_name(database)
     control = await asyncpg.connect(server_url)  # in the server's "postgres" database
     writer = await asyncpg.connect(database)  # opened before the outage
     try:
@@ -437,9 +439,7 @@ async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live
                 assert (await next_event(ws, within=WAIT))["version"] == project["version"]
                 assert (await readiness(api))[0] == 200
 
-                await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-                try:
-                    assert await control.fetchval("SELECT pg_terminate_backend($1)", killed)
+                async with listener_outage(control, database, killed):
                     body = await wait_for_readiness(api, 503, WAIT)
                     assert body["listener"] == "disconnected", body
                     # A change nobody hears: the listener cannot reconnect yet.
@@ -449,8 +449,6 @@ async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live
                     )
                     await asyncio.sleep(0.3)
                     assert (await readiness(api))[0] == 503
-                finally:
-                    await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
                 body = await wait_for_readiness(api, 200, 10)
                 assert body == {"database": "ok", "listener": "connected"}

@@ -25,17 +25,16 @@ import websockets
 from gql import Client, GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from storyline.auth import Role
-from storyline.persistence.engine import sqlalchemy_url
-from storyline.persistence.invariants import violations
-from tests.support import GENERATE, REPORT, Api, books, client, new_user, token
+from tests.support import GENERATE, REPORT, Api, books, new_user, token
+from tests.support.books import money_violations
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
-from tests.support.processes import served, server_env
+from tests.support.processes import two_instances
 from tests.support.watch import (
     LEGACY_WS,
     SUBSCRIBE,
@@ -202,13 +201,7 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
     server_url: str, fake_upstream: tuple[FakeVideoService, str], tmp_path: Path
 ) -> None:
     database_url = await migrated_database(server_url)
-    env = server_env(database_url, upstream_url=fake_upstream[1])
-    async with (
-        served(env, tmp_path / "instance-1.log") as first_instance,
-        served(env, tmp_path / "instance-2.log") as second_instance,
-        client(first_instance.url) as one,
-        client(second_instance.url) as two,
-    ):
+    async with two_instances(database_url, fake_upstream[1], tmp_path) as (one, two):
         user = new_user()
         pipeline = token("pipeline", Role.PIPELINE)
         # The fake video service holds "[hang]" requests for 3 s (Storyline waits 10 s):
@@ -256,12 +249,7 @@ async def test_a_watcher_on_one_instance_sees_every_change_made_through_another(
             ("COMPLETED", 6, 100),
         ]
         assert events[-1]["resultUrl"] == "https://cdn.example/two.mp4"
-        engine = create_async_engine(sqlalchemy_url(database_url))
-        try:
-            async with engine.connect() as conn:
-                assert not await violations(conn)
-        finally:
-            await engine.dispose()
+        assert await money_violations(database_url) == {}
 
 
 # --- 3. vanished clients ---------------------------------------------------------------------

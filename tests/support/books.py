@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storyline.persistence.engine import sqlalchemy_url
+from storyline.persistence.invariants import violations
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,14 @@ async def row_counts(engine: AsyncEngine) -> dict[str, int]:
             table: int(await conn.scalar(text(f"SELECT count(*) FROM {table}")) or 0)  # noqa: S608
             for table in ("accounts", "projects", "ledger")
         }
+
+
+async def money_violations(database_url: str) -> dict[str, object]:
+    """The money invariants broken in a database of a test's own (the autouse check covers
+    only the suite's main database); empty when all hold."""
+    engine = create_async_engine(sqlalchemy_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            return dict(await violations(conn))
+    finally:
+        await engine.dispose()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.client import JWT_SECRET
+from tests.support.client import JWT_SECRET, Client, client
 from tests.support.servers import free_port
 
 STORYLINE = Path(sys.executable).parent / "storyline"
@@ -99,3 +99,18 @@ async def _stop(process: Process) -> None:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
+
+
+@asynccontextmanager
+async def two_instances(
+    database_url: str, upstream_url: str, logs: Path
+) -> AsyncIterator[tuple[Client, Client]]:
+    """Two ``storyline serve`` processes on one (migrated) database, and a client of each."""
+    env = server_env(database_url, upstream_url=upstream_url)
+    async with (
+        served(env, logs / "instance-1.log") as first,
+        served(env, logs / "instance-2.log") as second,
+        client(first.url) as one,
+        client(second.url) as two,
+    ):
+        yield one, two

@@ -93,24 +93,26 @@ async def next_event(
     ws: ClientConnection, op: str = "1", within: float | None = None
 ) -> dict[str, Any]:
     """The next projectStatus event of operation ``op``, which must be one."""
-    message = await next_message(ws, within)
-    assert message["type"] in ("next", "data"), message
-    assert message.get("id") == op, message
-    assert "errors" not in message["payload"], message
-    event: dict[str, Any] = message["payload"]["data"]["projectStatus"]
-    return event
+    return await next_data(ws, "projectStatus", op, within)
 
 
 async def next_change(
     ws: ClientConnection, op: str = "1", within: float | None = None
 ) -> dict[str, Any]:
     """The next accountChanges event of operation ``op``, which must be one."""
+    return await next_data(ws, "accountChanges", op, within)
+
+
+async def next_data(
+    ws: ClientConnection, field: str, op: str, within: float | None
+) -> dict[str, Any]:
+    """The next message, which must be a result of ``op`` without errors: its ``field``."""
     message = await next_message(ws, within)
     assert message["type"] in ("next", "data"), message
     assert message.get("id") == op, message
     assert "errors" not in message["payload"], message
-    change: dict[str, Any] = message["payload"]["data"]["accountChanges"]
-    return change
+    data: dict[str, Any] = message["payload"]["data"][field]
+    return data
 
 
 async def messages(ws: ClientConnection, op: str = "1") -> AsyncIterator[dict[str, Any]]:

@@ -20,6 +20,10 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from alembic import op
 
 revision = "0004"
@@ -47,23 +51,6 @@ END
 $$
 """
 
-# 0003's function, for the way back.
-OLD_TOUCH = """
-CREATE OR REPLACE FUNCTION storyline_project_touch() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    compared projects;
-BEGIN
-    compared := NEW;
-    compared.last_report_at := OLD.last_report_at;
-    IF compared IS DISTINCT FROM OLD THEN
-        NEW.version := OLD.version + 1;
-        NEW.updated_at := clock_timestamp();
-    END IF;
-    RETURN NEW;
-END
-$$
-"""
-
 PAYLOAD = """
 CREATE OR REPLACE FUNCTION storyline_project_payload(
     p projects, message_chars int, stage_chars int
@@ -72,27 +59,6 @@ CREATE OR REPLACE FUNCTION storyline_project_payload(
         'id', p.id,
         'user_id', p.user_id,
         'xid', p.last_xid,
-        'status', p.status,
-        'version', p.version,
-        'progress', p.progress,
-        'stage', left(p.stage, stage_chars),
-        'error_message', left(p.error_message, message_chars),
-        'result_url', CASE WHEN octet_length(p.result_url) <= 2048 THEN p.result_url END,
-        'truncated', coalesce(length(p.stage) > stage_chars, false)
-            OR coalesce(length(p.error_message) > message_chars, false)
-            OR coalesce(octet_length(p.result_url) > 2048, false),
-        'updated_at', p.updated_at
-    )::text
-$$
-"""
-
-# 0002's function, for the way back.
-OLD_PAYLOAD = """
-CREATE OR REPLACE FUNCTION storyline_project_payload(
-    p projects, message_chars int, stage_chars int
-) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT json_build_object(
-        'id', p.id,
         'status', p.status,
         'version', p.version,
         'progress', p.progress,
@@ -126,6 +92,15 @@ $$
 """
 
 
+def _revision(name: str) -> ModuleType:
+    """An earlier revision's module, for the functions it created (the way back)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def upgrade() -> None:
     # Rows written before this revision keep NULL: older than any snapshot.
     op.execute("ALTER TABLE projects ADD COLUMN last_xid bigint")
@@ -146,6 +121,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER ledger_notify ON ledger")
     op.execute("DROP FUNCTION storyline_ledger_notify()")
     op.execute("DROP INDEX projects_user_updated_idx")
-    op.execute(OLD_PAYLOAD)
-    op.execute(OLD_TOUCH)
+    old_payload: str = _revision("0002_notify_payload_bound").PAYLOAD
+    op.execute(old_payload.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute(_revision("0003_last_report").TOUCH)
     op.execute("ALTER TABLE projects DROP COLUMN last_xid")
