@@ -6,13 +6,24 @@ STORYLINE_UPDATE_SCREENSHOT=1 to rewrite the README's screenshot, docs/editor.pn
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from tests.support import Api, new_user, storyline, token
 
@@ -33,6 +44,8 @@ COMPLETION_TIMEOUT_MS = 30_000
 # Playwright's 5 s default is tight on a loaded 2-core machine (CI runs everything at once).
 expect.set_options(timeout=15_000)
 STAGES = ("script", "entities", "storyboard", "render", "done")
+# A quiet spell longer than any timer of the page's (its refund look-up waits 3 s).
+QUIET_MS = 4_000
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +94,11 @@ async def open_editor(page: Page, api: Api, raw_token: str) -> None:
     await page.get_by_role("button", name="Use token").click()
 
 
+def timeline_versions(texts: list[str]) -> list[int]:
+    """The versions a card's timeline entries name ("v3 · PROCESSING …"), in their order."""
+    return [int(m[1]) for text in texts if (m := re.search(r"\bv(\d+)\b", text))]
+
+
 def csp_directives(policy: str) -> dict[str, list[str]]:
     directives = {}
     for directive in policy.split(";"):
@@ -118,7 +136,7 @@ async def test_a_forged_host_cannot_write_the_policy(api: Api) -> None:
 
 
 async def test_a_prompt_goes_live_through_the_simulator_to_completed(
-    simulated: Api, page: Page, project_root: Path
+    simulated: Api, page: Page
 ) -> None:
     await open_editor(page, simulated, token(new_user()))
     await expect(page.get_by_test_id("balance")).to_have_text("100")
@@ -150,23 +168,22 @@ async def test_a_prompt_goes_live_through_the_simulator_to_completed(
     texts = await entries.all_inner_texts()
     for stage in STAGES:
         assert any(stage in text for text in texts), (stage, texts)
-    versions = [int(m.group(1)) for text in texts if (m := re.search(r"\bv(\d+)\b", text))]
+    versions = timeline_versions(texts)
     assert len(versions) == len(texts)
     assert versions == sorted(set(versions)), texts  # in version order, no duplicates
     assert "COMPLETED" in texts[-1]
 
-    # after `complete`, the balance is refreshed: the grant less the one charge
+    # the charge came by the account's subscription: the grant less the one charge
     await expect(page.get_by_test_id("balance")).to_have_text("40")
 
-    if os.environ.get("STORYLINE_UPDATE_SCREENSHOT") == "1":
-        await page.screenshot(path=project_root / "docs" / "editor.png", full_page=True)
-
-    # the token is remembered; the recent projects come back, finished, with nothing to watch
+    # the token is remembered; the recent projects come back, finished
     await page.reload()
     await expect(page.get_by_label("API token")).not_to_have_value("")
     await expect(page.get_by_test_id("balance")).to_have_text("40")
     await expect(card.get_by_test_id("status")).to_have_text("COMPLETED")
-    await expect(card.get_by_test_id("watch")).to_be_hidden()
+    await expect(card.get_by_test_id("project-prompt")).to_have_text(
+        "A lighthouse keeper adopts a seal"
+    )
 
 
 async def test_an_unaffordable_story_shows_required_and_balance(simulated: Api, page: Page) -> None:
@@ -202,7 +219,7 @@ async def test_a_bad_token_is_reported_as_unauthenticated(simulated: Api, page: 
     await expect(page.get_by_test_id("project-card")).to_have_count(0)
 
 
-async def test_a_recent_project_can_be_watched_to_its_failure(api: Api, page: Page) -> None:
+async def test_a_recent_project_moves_live_to_its_failure_and_refund(api: Api, page: Page) -> None:
     """Against the fake video service, whose pipeline reports are this test's to make."""
     user = new_user()
     body = await api.generate(user, prompt="A story the renderer chokes on")
@@ -214,8 +231,7 @@ async def test_a_recent_project_can_be_watched_to_its_failure(api: Api, page: Pa
     card = page.get_by_test_id("project-card")
     await expect(card).to_have_attribute("data-project-id", project["id"])
     await expect(card.get_by_test_id("status")).to_have_text("PROCESSING")
-    await card.get_by_role("button", name="Watch").click()
-    await expect(card.get_by_test_id("watch")).to_be_hidden()
+    await expect(page.get_by_test_id("live-state")).to_have_text("live")
 
     await api.report(projectId=project["id"], status="PROCESSING", progress=40, stage="entities")
     await expect(card.get_by_test_id("percent")).to_have_text("40%")
@@ -227,7 +243,8 @@ async def test_a_recent_project_can_be_watched_to_its_failure(api: Api, page: Pa
     await expect(card.get_by_test_id("project-error")).to_have_text("Out of film.")
     await expect(card.get_by_test_id("result")).to_be_hidden()
     await expect(card.get_by_test_id("timeline-entry").last).to_contain_text("FAILED")
-    await expect(page.get_by_test_id("balance")).to_have_text("100")  # refunded
+    await expect(card.get_by_test_id("refunded")).to_be_visible()
+    await expect(page.get_by_test_id("balance")).to_have_text("100")
 
 
 async def test_a_refused_job_shows_upstream_failed_and_its_project(api: Api, page: Page) -> None:
@@ -243,4 +260,172 @@ async def test_a_refused_job_shows_upstream_failed_and_its_project(api: Api, pag
     project_id = await card.get_attribute("data-project-id")
     assert project_id
     await expect(error).to_contain_text(project_id)
+    await expect(card.get_by_test_id("refunded")).to_be_visible()
     await expect(page.get_by_test_id("balance")).to_have_text("100")
+
+
+async def created(api: Api, user: str, **fields: Any) -> str:
+    """A project made through the API, behind the page's back; its id."""
+    body = await api.generate(user, **fields)
+    project = body["data"]["generateStory"]
+    assert project["status"] == "PROCESSING", body
+    return str(project["id"])
+
+
+async def shown_order(page: Page) -> list[str]:
+    ids: list[str] = await page.get_by_test_id("project-card").evaluate_all(
+        "cards => cards.map(card => card.dataset.projectId)"
+    )
+    return ids
+
+
+async def test_one_subscription_keeps_the_list_and_the_balance_without_polling(
+    api: Api, page: Page, project_root: Path
+) -> None:
+    """Projects made through the API appear and move, a FAILED one shows "refunded" and its
+    credits come back, all by the one accountChanges subscription: the page's only requests
+    meanwhile are one project(id:) each, for the prompt a new project's events lack."""
+    posts: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            posts.append(request.post_data or "")
+            if request.method == "POST" and request.url.endswith("/graphql")
+            else None
+        ),
+    )
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framesent", lambda frame: sent.append(json.loads(frame))),
+    )
+    user = new_user()
+    await open_editor(page, api, token(user))
+    balance = page.get_by_test_id("balance")
+    await expect(balance).to_have_text("100")
+    await expect(page.get_by_test_id("price")).to_have_text("60")
+    await expect(page.get_by_test_id("live-state")).to_have_text("live")
+    await expect(page.get_by_test_id("projects-empty")).to_be_visible()
+    assert ["query Dashboard" in post for post in posts] == [True], posts  # price, history
+    posts.clear()
+    await page.evaluate("window.notReloaded = true")
+
+    first = await created(api, user, prompt="A story a script asked for")
+    card = page.locator(f'[data-project-id="{first}"]')
+    await expect(card.get_by_test_id("project-prompt")).to_have_text("A story a script asked for")
+    await expect(card.get_by_test_id("status")).to_have_text("PROCESSING")
+    await expect(balance).to_have_text("40")  # the HD charge
+    await api.report(projectId=first, status="PROCESSING", progress=50, stage="storyboard")
+    await expect(card.get_by_test_id("percent")).to_have_text("50%")
+    await expect(card.get_by_test_id("stage")).to_have_text("stage: storyboard")
+    result = "https://videos.storyline.invalid/lighthouse.mp4"
+    await api.report(projectId=first, status="COMPLETED", progress=100, resultUrl=result)
+    await expect(card.get_by_test_id("status")).to_have_text("COMPLETED")
+    await expect(card.get_by_test_id("result-link")).to_have_attribute("href", result)
+    await expect(card.get_by_test_id("refunded")).to_be_hidden()
+
+    second = await created(api, user, prompt="A story the renderer chokes on", quality="SD")
+    failing = page.locator(f'[data-project-id="{second}"]')
+    await expect(failing.get_by_test_id("status")).to_have_text("PROCESSING")
+    await expect(balance).to_have_text("0")  # the SD charge
+    await api.report(projectId=second, status="FAILED", stage="render", errorMessage="Out of film.")
+    await expect(failing.get_by_test_id("status")).to_have_text("FAILED")
+    await expect(failing.get_by_test_id("project-error")).to_have_text("Out of film.")
+    await expect(failing.get_by_test_id("refunded")).to_be_visible()
+    await expect(balance).to_have_text("40")  # what it was before that project
+    assert await shown_order(page) == [second, first]  # newest first
+
+    # Long enough for any timer of the page's to have fired (a poll, a refund look-up).
+    await page.wait_for_timeout(QUIET_MS)
+    details = [json.loads(post) for post in posts]
+    assert [d["variables"] for d in details] == [{"id": first}, {"id": second}], posts
+    assert all("project(id: $id)" in d["query"] for d in details), posts
+    subscribes = [message for message in sent if message["type"] == "subscribe"]
+    assert len(subscribes) == 1, subscribes
+    assert "accountChanges" in subscribes[0]["payload"]["query"]
+    assert await page.evaluate("window.notReloaded") is True
+
+    if os.environ.get("STORYLINE_UPDATE_SCREENSHOT") == "1":
+        await page.screenshot(path=project_root / "docs" / "editor.png", full_page=True)
+
+
+class Relay:
+    """The page's WebSockets routed through the test to Storyline: ``drop`` closes the
+    current one at both ends, as a lost network would; while ``open`` is clear a new one
+    waits to connect."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+        self.subscribes: list[dict[str, Any]] = []
+        self.routes: list[tuple[WebSocketRoute, WebSocketRoute]] = []  # (page's, server's)
+
+    async def __call__(self, ws: WebSocketRoute) -> None:
+        await self.open.wait()
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            parsed = json.loads(message)
+            if parsed["type"] == "subscribe":
+                self.subscribes.append(parsed["payload"])
+            server.send(message)
+
+        ws.on_message(from_page)
+        self.routes.append((ws, server))
+
+    async def drop(self) -> None:
+        self.open.clear()
+        page_side, server_side = self.routes[-1]
+        await server_side.close(code=1001, reason="going away")
+        await page_side.close(code=1001, reason="going away")
+
+
+async def test_after_a_lost_connection_the_page_catches_up_on_what_it_missed(
+    api: Api, page: Page
+) -> None:
+    """While the page is offline a project completes, one fails and is refunded, one starts:
+    it reconnects by itself, resubscribes with ``since`` and shows them all."""
+    relay = Relay()
+    await page.route_web_socket(re.compile(r"/graphql$"), relay)
+    user = new_user()
+    await open_editor(page, api, token(user))
+    live = page.get_by_test_id("live-state")
+    await expect(live).to_have_text("live")
+    first = await created(api, user, prompt="Finished while the page was away")
+    card = page.locator(f'[data-project-id="{first}"]')
+    await expect(card.get_by_test_id("status")).to_have_text("PROCESSING")
+    await expect(page.get_by_test_id("balance")).to_have_text("40")
+
+    await relay.drop()
+    await expect(live).to_contain_text("reconnecting")
+    await api.report(projectId=first, status="COMPLETED", resultUrl="https://cdn.example/a.mp4")
+    second = await created(api, user, prompt="Failed while the page was away", quality="SD")
+    await api.report(projectId=second, status="FAILED", errorMessage="Out of film.")
+    third = await created(api, user, prompt="Started while the page was away", quality="SD")
+    await expect(page.get_by_test_id("balance")).to_have_text("40")  # nothing has come yet
+    relay.open.set()
+
+    await expect(live).to_have_text("live")
+    await expect(card.get_by_test_id("status")).to_have_text("COMPLETED")
+    failed = page.locator(f'[data-project-id="{second}"]')
+    await expect(failed.get_by_test_id("project-prompt")).to_have_text(
+        "Failed while the page was away"
+    )
+    await expect(failed.get_by_test_id("status")).to_have_text("FAILED")
+    # Its REFUND is not the newest entry, which is all a catch-up sends: the page looks it up.
+    await expect(failed.get_by_test_id("refunded")).to_be_visible()
+    started = page.locator(f'[data-project-id="{third}"]')
+    await expect(started.get_by_test_id("project-prompt")).to_have_text(
+        "Started while the page was away"
+    )
+    await expect(started.get_by_test_id("status")).to_have_text("PROCESSING")
+    await expect(page.get_by_test_id("balance")).to_have_text("0")
+    assert await shown_order(page) == [third, second, first]
+
+    assert [s["variables"] for s in relay.subscribes[:1]] == [{}]
+    assert len(relay.subscribes) == 2, relay.subscribes
+    since = datetime.fromisoformat(relay.subscribes[1]["variables"]["since"])
+    assert since < datetime.now(UTC)
+    texts = await card.get_by_test_id("timeline-entry").all_inner_texts()
+    versions = timeline_versions(texts)
+    assert versions == sorted(set(versions)), texts  # caught up without a duplicate

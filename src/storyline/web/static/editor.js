@@ -1,11 +1,27 @@
 // Storyline's story editor: plain JavaScript, no build step, nothing fetched from elsewhere.
-// HTTP POST /graphql for queries and mutations; graphql-transport-ws for live status.
+// HTTP POST /graphql for queries and mutations; one graphql-transport-ws subscription,
+// accountChanges, keeps the project list and the balance current (no polling).
 
 const TOKEN_KEY = "storyline.token";
-const TERMINAL = new Set(["COMPLETED", "FAILED"]);
 const PROJECT_FIELDS = `id status creditsUsed errorMessage progress stage resultUrl
   prompt quality aspectRatio version createdAt updatedAt`;
-const EVENT_FIELDS = "projectId status version progress stage errorMessage resultUrl updatedAt";
+const ACCOUNT_CHANGES = `subscription Dashboard($since: DateTime) {
+  accountChanges(since: $since) {
+    __typename
+    ... on ProjectStatusEvent { projectId status version progress stage errorMessage resultUrl updatedAt }
+    ... on BalanceChange { balance entry { id kind projectId createdAt } }
+  }
+}`;
+const RECENT_PROJECTS = 10; // the history shown on opening; newer ones arrive live
+const RECENT_ENTRIES = 50; // ledger entries read to tell which FAILED projects were refunded
+// A resubscription asks for what changed since the newest time seen, less this margin: a
+// change's time is its transaction's start, which may precede the commit of one seen before.
+const RESYNC_MARGIN_MS = 10_000;
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 15_000;
+// A FAILED project's refund is in the same transaction, so its BalanceChange follows at once;
+// only after a catch-up that skipped it (the contract sends the newest entry) is it looked up.
+const REFUND_GRACE_MS = 3_000;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -92,7 +108,8 @@ class LiveClient {
   }
 
   send(message) {
-    this.socket?.send(JSON.stringify(message));
+    // Not before it is open: a `complete` for an operation never sent has nothing to end.
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
   receive(message, acknowledged) {
@@ -138,9 +155,77 @@ class LiveClient {
   }
 }
 
+// ---- the account feed --------------------------------------------------------------------
+
+/**
+ * The one accountChanges subscription. When the connection drops it resubscribes, after a
+ * growing delay, with `since` the newest server time it was sent (less a margin), so it
+ * catches up on every project that changed meanwhile, terminal ones included; the page
+ * drops what it has already shown by version. A refusal (a bad or expired token) ends it.
+ */
+class AccountFeed {
+  constructor(live, handlers) {
+    this.live = live;
+    this.handlers = handlers; // {project(event), balance(change), state(text), refused(error)}
+    this.newest = 0; // ms since the epoch: the newest updatedAt / createdAt received
+    this.attempt = 0;
+    this.timer = null;
+    this.unsubscribe = null;
+    this.stopped = false;
+  }
+
+  start() {
+    this.timer = null;
+    const variables = this.newest ? { since: new Date(this.newest - RESYNC_MARGIN_MS).toISOString() } : {};
+    this.handlers.state(this.attempt ? "reconnecting…" : "connecting…");
+    this.unsubscribe = this.live.subscribe(ACCOUNT_CHANGES, variables, {
+      next: (data) => this.receive(data.accountChanges),
+      error: (error) => this.lost(error),
+      complete: () => this.lost(new Error("the server ended accountChanges")),
+    });
+  }
+
+  receive(change) {
+    this.attempt = 0;
+    this.handlers.state("live");
+    const time = Date.parse(change.__typename === "BalanceChange" ? change.entry.createdAt : change.updatedAt);
+    if (time > this.newest) this.newest = time;
+    if (change.__typename === "BalanceChange") this.handlers.balance(change);
+    else this.handlers.project(change);
+  }
+
+  lost(error) {
+    this.unsubscribe?.(); // after an error in a `next`, the operation may still be running
+    this.unsubscribe = null;
+    if (this.stopped) return;
+    if (error instanceof GraphQLError) {
+      this.stopped = true; // refused: asking again would be refused again
+      this.handlers.refused(error);
+      return;
+    }
+    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.attempt++) * (0.75 + Math.random() / 4);
+    this.handlers.state(`offline, reconnecting in ${Math.ceil(delay / 1000)} s`);
+    this.timer = setTimeout(() => this.start(), delay);
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.unsubscribe?.();
+  }
+}
+
 // ---- the page ----------------------------------------------------------------------------
 
-const state = { token: "", live: null, cards: new Map() };
+const state = {
+  token: "",
+  live: null,
+  feed: null,
+  cards: new Map(), // project id -> card
+  entryId: -1n, // the ledger entry the balance shown is after
+  refunds: new Set(), // ids of projects a REFUND entry was seen for
+  refundCheck: null,
+};
 
 const els = {
   tokenForm: $("#token-form"),
@@ -157,64 +242,138 @@ const els = {
   storyError: $("#story-error"),
   projects: $("#projects"),
   projectsEmpty: $("#projects-empty"),
+  liveState: $("#live-state"),
 };
 
 function liveUrl() {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`;
 }
 
-async function refreshAccount() {
+/** Run `query` for the current token; errors go to the account panel. */
+async function accountQuery(query, variables) {
   const token = state.token;
-  if (!token) return;
-  const quality = els.quality.value;
-  els.priceQuality.textContent = els.quality.selectedOptions[0].textContent;
   try {
-    const data = await graphql(
-      token,
-      "query Account($quality: VideoQuality!) { me { balance } price(quality: $quality) }",
-      { quality },
-    );
-    if (token !== state.token) return; // the token changed meanwhile
-    els.balance.textContent = data.me.balance;
-    els.price.textContent = data.price;
-    show(els.accountError, "");
+    const data = await graphql(token, query, variables);
+    return token === state.token ? data : null; // null: the token changed meanwhile
   } catch (error) {
-    if (token !== state.token) return;
-    els.balance.textContent = "–";
-    els.price.textContent = "–";
-    show(els.accountError, describe(error));
+    if (token === state.token) show(els.accountError, describe(error));
+    return null;
   }
 }
 
-async function loadProjects() {
-  const token = state.token;
-  try {
-    const data = await graphql(
-      token,
-      `query Recent { projects(first: 10) { edges { node { ${PROJECT_FIELDS} } } } }`,
-    );
-    if (token !== state.token) return;
-    // newest first: append in order
-    for (const { node } of data.projects.edges) {
-      if (!state.cards.has(node.id)) addCard(node, { atTop: false });
-    }
-  } catch (error) {
-    if (token === state.token) show(els.accountError, describe(error));
-  }
+function showPrice(price) {
+  els.priceQuality.textContent = els.quality.selectedOptions[0].textContent;
+  els.price.textContent = price;
+}
+
+async function refreshPrice() {
+  const data = await accountQuery("query Price($quality: VideoQuality!) { price(quality: $quality) }", {
+    quality: els.quality.value,
+  });
+  if (data) showPrice(data.price);
+}
+
+/** On opening: the price, the recent projects (the feed brings only live ones) and which
+ * of them were refunded. Read once; everything after comes from the feed. */
+async function loadDashboard() {
+  const data = await accountQuery(
+    `query Dashboard($quality: VideoQuality!) {
+      price(quality: $quality)
+      projects(first: ${RECENT_PROJECTS}) { edges { node { ${PROJECT_FIELDS} } } }
+      me { ledger(first: ${RECENT_ENTRIES}) { edges { node { kind projectId } } } }
+    }`,
+    { quality: els.quality.value },
+  );
+  if (!data) return;
+  showPrice(data.price);
+  noteRefunds(data.me.ledger.edges.map((edge) => edge.node));
+  for (const { node } of data.projects.edges) upsert(node);
 }
 
 function useToken(token) {
+  state.feed?.stop();
   state.live?.close();
   state.token = token.trim();
-  state.live = state.token ? new LiveClient(liveUrl(), state.token) : null;
+  state.live = state.feed = null;
   state.cards.clear();
+  state.entryId = -1n;
+  state.refunds.clear();
+  clearTimeout(state.refundCheck);
   els.projects.replaceChildren();
   els.projectsEmpty.hidden = false;
+  els.balance.textContent = "–";
+  els.liveState.textContent = "";
   show(els.storyError, "");
+  show(els.accountError, "");
   if (!state.token) return;
   localStorage.setItem(TOKEN_KEY, state.token);
-  refreshAccount();
-  loadProjects();
+  state.live = new LiveClient(liveUrl(), state.token);
+  state.feed = new AccountFeed(state.live, {
+    project: onProjectEvent,
+    balance: onBalanceChange,
+    state: (text) => (els.liveState.textContent = text),
+    refused: (error) => {
+      els.liveState.textContent = "not live";
+      show(els.accountError, describe(error));
+    },
+  });
+  state.feed.start();
+  loadDashboard();
+}
+
+// ---- what the feed says ------------------------------------------------------------------
+
+function onBalanceChange({ balance, entry }) {
+  noteRefunds([entry]);
+  const id = BigInt(entry.id);
+  if (id <= state.entryId) return; // balances never go back to an older entry
+  state.entryId = id;
+  els.balance.textContent = balance;
+}
+
+function onProjectEvent(event) {
+  let card = state.cards.get(event.projectId);
+  if (!card) {
+    card = addCard(event.projectId);
+    loadDetails(card); // the event has no prompt: ask once, for this new project
+  }
+  apply(card, event);
+}
+
+/** Ledger entries: a REFUND names the FAILED project it refunds. */
+function noteRefunds(entries) {
+  for (const entry of entries) {
+    if (entry.kind !== "REFUND" || !entry.projectId || state.refunds.has(entry.projectId)) continue;
+    state.refunds.add(entry.projectId);
+    const card = state.cards.get(entry.projectId);
+    if (card) showRefund(card);
+  }
+}
+
+/** A FAILED project whose refund was not among the events (a catch-up sends only the
+ * newest entry): after a grace, read the recent ledger once for all of them. */
+function expectRefund() {
+  if (state.refundCheck) return;
+  const token = state.token;
+  state.refundCheck = setTimeout(async () => {
+    state.refundCheck = null;
+    if (token !== state.token || ![...state.cards.values()].some(awaitsRefund)) return;
+    const data = await accountQuery(
+      `query Refunds { me { ledger(first: ${RECENT_ENTRIES}) { edges { node { kind projectId } } } } }`,
+    );
+    if (data) noteRefunds(data.me.ledger.edges.map((edge) => edge.node));
+  }, REFUND_GRACE_MS);
+}
+
+function awaitsRefund(card) {
+  return card.status === "FAILED" && !state.refunds.has(card.id);
+}
+
+async function loadDetails(card) {
+  const data = await accountQuery(`query One($id: ID!) { project(id: $id) { ${PROJECT_FIELDS} } }`, {
+    id: card.id,
+  });
+  if (data?.project && state.cards.get(card.id) === card) upsert(data.project);
 }
 
 // ---- project cards -----------------------------------------------------------------------
@@ -233,28 +392,52 @@ function safeUrl(url) {
   }
 }
 
-function addCard(project, { atTop }) {
+/** A card for a project known so far only by its id: new, so at the top. */
+function addCard(id) {
   const element = $("#card-template").content.firstElementChild.cloneNode(true);
-  element.dataset.projectId = project.id;
-  $(".prompt", element).textContent = project.prompt;
-  $(".meta", element).textContent =
+  element.dataset.projectId = id;
+  $(".prompt", element).textContent = id;
+  const card = { id, element, version: 0, status: null, createdAt: null };
+  state.cards.set(id, card);
+  els.projects.prepend(element);
+  els.projectsEmpty.hidden = true;
+  return card;
+}
+
+/** A whole Project (from a query or the mutation): its card described, its state applied. */
+function upsert(project) {
+  const card = state.cards.get(project.id) ?? addCard(project.id);
+  $(".prompt", card.element).textContent = project.prompt;
+  $(".meta", card.element).textContent =
     `${label(project.quality)} · ${label(project.aspectRatio)} · ${project.creditsUsed} credits` +
     ` · ${new Date(project.createdAt).toLocaleString()} · ${project.id}`;
-  const card = { element, project, versions: new Set(), unsubscribe: null };
-  $(".watch", element).addEventListener("click", () => watch(card));
-  state.cards.set(project.id, card);
-  if (atTop) els.projects.prepend(element);
-  else els.projects.append(element);
-  els.projectsEmpty.hidden = true;
+  if (card.createdAt === null) {
+    card.createdAt = Date.parse(project.createdAt);
+    place(card);
+  }
   apply(card, { ...project, projectId: project.id });
   return card;
 }
 
-/** Show a project state (a Project or a ProjectStatusEvent) on its card. */
+/** Newest first: before the first card created earlier; cards still undescribed stay on top. */
+function place(card) {
+  const later = [...state.cards.values()].filter(
+    (other) => other !== card && other.createdAt !== null && other.createdAt < card.createdAt,
+  );
+  const next = [...els.projects.children].find((element) =>
+    later.some((other) => other.element === element),
+  );
+  els.projects.insertBefore(card.element, next ?? null);
+}
+
+/** Show a project state (a Project or a ProjectStatusEvent) unless the card shows a newer one. */
 function apply(card, event) {
+  if (event.version <= card.version) return; // seen already, or older than what is shown
+  card.version = event.version;
+  card.status = event.status;
   const { element } = card;
   const progress = event.progress ?? (event.status === "COMPLETED" ? 100 : 0);
-  const badge = $(".badge", element);
+  const badge = $(".status", element);
   badge.textContent = event.status;
   badge.dataset.status = event.status;
   $("progress", element).value = progress;
@@ -267,51 +450,22 @@ function apply(card, event) {
   link.textContent = url || "";
   $(".result", element).hidden = !url;
   show($("[data-testid=project-error]", element), event.status === "FAILED" ? event.errorMessage || "Failed." : "");
+  showRefund(card);
+  if (awaitsRefund(card)) expectRefund();
 
-  if (!card.versions.has(event.version)) {
-    card.versions.add(event.version);
-    const entry = document.createElement("li");
-    entry.dataset.testid = "timeline-entry";
-    entry.dataset.status = event.status;
-    const time = document.createElement("time");
-    time.dateTime = event.updatedAt;
-    time.textContent = new Date(event.updatedAt).toLocaleTimeString();
-    const parts = [`v${event.version}`, event.status, event.stage, event.progress != null && `${event.progress}%`];
-    entry.append(time, ` ${parts.filter(Boolean).join(" · ")}`);
-    $(".timeline", element).append(entry);
-  }
-  card.project = { ...card.project, ...event };
-  updateWatchButton(card);
+  const entry = document.createElement("li");
+  entry.dataset.testid = "timeline-entry";
+  entry.dataset.status = event.status;
+  const time = document.createElement("time");
+  time.dateTime = event.updatedAt;
+  time.textContent = new Date(event.updatedAt).toLocaleTimeString();
+  const parts = [`v${event.version}`, event.status, event.stage, event.progress != null && `${event.progress}%`];
+  entry.append(time, ` ${parts.filter(Boolean).join(" · ")}`);
+  $(".timeline", element).append(entry);
 }
 
-function updateWatchButton(card) {
-  const button = $(".watch", card.element);
-  button.hidden = TERMINAL.has(card.project.status) || card.unsubscribe !== null;
-}
-
-function watch(card) {
-  if (card.unsubscribe || !state.live) return;
-  const projectError = $("[data-testid=project-error]", card.element);
-  show(projectError, "");
-  card.unsubscribe = state.live.subscribe(
-    `subscription Watch($id: ID!) { projectStatus(projectId: $id) { ${EVENT_FIELDS} } }`,
-    { id: card.project.id },
-    {
-      next: (data) => apply(card, data.projectStatus),
-      error: (error) => {
-        card.unsubscribe = null;
-        updateWatchButton(card);
-        show(projectError, describe(error));
-      },
-      complete: () => {
-        card.unsubscribe = null;
-        updateWatchButton(card);
-        refreshAccount();
-      },
-    },
-  );
-  card.element.classList.add("watching");
-  updateWatchButton(card);
+function showRefund(card) {
+  $(".refunded", card.element).hidden = !(card.status === "FAILED" && state.refunds.has(card.id));
 }
 
 // ---- wiring ------------------------------------------------------------------------------
@@ -321,7 +475,7 @@ els.tokenForm.addEventListener("submit", (event) => {
   useToken(els.token.value);
 });
 
-els.quality.addEventListener("change", refreshAccount);
+els.quality.addEventListener("change", refreshPrice);
 
 els.storyForm.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -343,30 +497,13 @@ els.storyForm.addEventListener("submit", async (event) => {
         },
       },
     );
-    const project = data.generateStory;
-    const card = state.cards.get(project.id) ?? addCard(project, { atTop: true });
-    watch(card);
+    upsert(data.generateStory); // the feed brings its changes, and the charge
   } catch (error) {
-    show(els.storyError, describe(error));
-    if (error.code === "UPSTREAM_FAILED") loadFailed(error.extensions.projectId);
+    show(els.storyError, describe(error)); // an UPSTREAM_FAILED project arrives by the feed
   } finally {
     els.submit.disabled = false;
-    refreshAccount();
   }
 });
-
-/** An UPSTREAM_FAILED project exists (FAILED and refunded): show its card too. */
-async function loadFailed(projectId) {
-  if (!projectId || state.cards.has(projectId)) return;
-  try {
-    const data = await graphql(state.token, `query One($id: ID!) { project(id: $id) { ${PROJECT_FIELDS} } }`, {
-      id: projectId,
-    });
-    if (data.project && !state.cards.has(projectId)) addCard(data.project, { atTop: true });
-  } catch {
-    // the error is already on the page
-  }
-}
 
 const saved = localStorage.getItem(TOKEN_KEY);
 if (saved) {
