@@ -79,7 +79,11 @@ class GraphQLApp(GraphQLView[Context, None]):
         services: Services = request.app.state.services
         if isinstance(response, Response):
             response.media_type = negotiate(request.headers.get("accept"))
-        return Context(services=services, authorization=request.headers.get("authorization"))
+        return Context(
+            services=services,
+            authorization=request.headers.get("authorization"),
+            websocket=isinstance(request, WebSocket),
+        )
 
     async def run(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -149,7 +153,10 @@ class GraphQLApp(GraphQLView[Context, None]):
             await super().__call__(scope, receive, send)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """Refuse a connection_init without a valid token before serving anything."""
+        """Refuse a connection_init without a valid token before serving anything.
+
+        The handlers of schema/subprotocols refuse first, with the reason in the close
+        frame; this is the last guard, should a connection_init reach it unauthenticated."""
         try:
             context.principal  # noqa: B018 - authenticates
         except Unauthenticated as refused:

@@ -107,11 +107,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
+    @property
+    def jwt_secret_file(self) -> Path:
+        """Where the secret is generated and kept when STORYLINE_JWT_SECRET is unset."""
+        return self.data_dir / "jwt-secret"
+
     def resolved_jwt_secret(self) -> str:
         """The configured secret, or one generated once and kept in the data directory."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        return _dev_secret(self.data_dir / "jwt-secret")
+        return _dev_secret(self.jwt_secret_file)
+
+    def jwt_secret_source(self) -> str | None:
+        """Where resolved_jwt_secret() takes the secret from, never the secret itself: the
+        variable's name, or the data directory's file (an absolute path, since a relative
+        data directory depends on the current one); None when it would generate a new one."""
+        if self.jwt_secret is not None:
+            return "STORYLINE_JWT_SECRET"
+        kept = self.jwt_secret_file.absolute()
+        return str(kept) if kept.exists() else None
 
     def simulator_token(self) -> str:
         """The token the simulator accepts: the configured upstream token, or one generated
