@@ -208,6 +208,30 @@ async def test_migrate_creates_the_schema_and_is_idempotent(
         await engine.dispose()
 
 
+async def test_migrate_goes_over_the_listen_url_when_one_is_set(
+    server_url: str, tmp_path: Path
+) -> None:
+    """Behind a transaction-mode pooler the migrations want a session (an advisory lock,
+    DDL): they go over STORYLINE_LISTEN_DATABASE_URL. The pooled URL here leads nowhere."""
+    url = await create_database(server_url)
+    succeeded(
+        await storyline(
+            "migrate",
+            cwd=tmp_path,
+            STORYLINE_DATABASE_URL="postgresql://postgres@/nowhere?host=/nonexistent-storyline",
+            STORYLINE_DATABASE_POOLER="transaction",
+            STORYLINE_LISTEN_DATABASE_URL=url,
+        )
+    )
+    engine = create_async_engine(sqlalchemy_url(url))
+    try:
+        async with engine.connect() as conn:
+            versions = (await conn.scalars(text("SELECT version_num FROM alembic_version"))).all()
+    finally:
+        await engine.dispose()
+    assert versions == [HEAD]
+
+
 @pytest.mark.parametrize("weak", ["too-short-secret-7f3a9c", "-" * 34])
 async def test_a_weak_secret_is_refused_without_being_printed(tmp_path: Path, weak: str) -> None:
     result = await storyline(

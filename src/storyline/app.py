@@ -184,13 +184,17 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = Database.open(database_url, pool_size=settings.db_pool_size)
+        database = Database.open(
+            database_url,
+            pool_size=settings.db_pool_size,
+            transaction_pooler=settings.database_pooler == "transaction",
+        )
         video = VideoService(
             settings.upstream_url or f"{self_url}{SIMULATOR_PATH}",
             token=upstream_token,
             timeout=settings.upstream_timeout,
         )
-        broadcast = ProjectBroadcast(PostgresListener(database_url))
+        broadcast = ProjectBroadcast(PostgresListener(settings.session_database_url(database_url)))
         background = Background()
         metrics.follow(
             subscriptions=lambda: broadcast.subscriber_count,

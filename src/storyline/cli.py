@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "migrate":
         from storyline.persistence.migrate import migrate
 
-        migrate(database_url(settings))
+        migrate(settings.session_database_url(database_url(settings)))
     elif args.command == "token":
         _token(settings, args)
     else:
@@ -124,7 +124,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     if not args.no_migrate:
         from storyline.persistence.migrate import migrate
 
-        migrate(url)
+        migrate(settings.session_database_url(url))
     # Workers inherit these: one embedded database and one secret for all of them.
     os.environ["STORYLINE_DATABASE_URL"] = url
     os.environ["STORYLINE_JWT_SECRET"] = settings.resolved_jwt_secret()

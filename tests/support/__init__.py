@@ -8,6 +8,7 @@
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``threaded``: Storyline in a loop of its own thread, for synchronous drivers
+- ``pgbouncer``: PgBouncer in transaction mode in front of the test server
 
 The everyday names are importable from the package itself.
 """
