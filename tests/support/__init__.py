@@ -8,6 +8,8 @@
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``threaded``: Storyline in a loop of its own thread, for synchronous drivers
+- ``browser``: headless Chromium (offline but for 127.0.0.1) and pages that fail on errors
+- ``graphiql``: GraphiQL's page and every file it loads, checked against their integrity
 
 The everyday names are importable from the package itself.
 """
