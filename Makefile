@@ -7,7 +7,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench browser pgbouncer balancer fuzz hypothesis
+.PHONY: run test lint format bench browser pgbouncer balancer fuzz hypothesis graphiql-assets
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
@@ -57,6 +57,12 @@ balancer:
 	  && { systemctl disable --now haproxy >/dev/null 2>&1 || service haproxy stop >/dev/null 2>&1; \
 	       update-rc.d haproxy disable >/dev/null 2>&1; true; } \
 	  || echo "haproxy not found: the load-balancer test will be skipped"; }
+
+# GraphiQL's vendored files (src/storyline/web/static/graphiql/): re-downloaded from the npm
+# registry at the manifest's versions, each tarball checked against the registry's integrity.
+# CHECK=1 compares them with the committed files instead of writing.
+graphiql-assets: $(VENV)/.installed-run
+	$(VENV)/bin/python tools/graphiql_assets.py $(if $(CHECK),--check)
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'

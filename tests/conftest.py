@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storyline.persistence.embedded import embedded_server
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.support import Api, serving, storyline
+from tests.support import Api, free_port, serving, storyline
+from tests.support.browser import chromium, offline_args, watched_page
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
 
@@ -104,3 +106,19 @@ def no_collector() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, with nothing but 127.0.0.1 to reach: the pages Storyline
+    serves must work offline. Skips the test without it (``make browser``)."""
+    async with chromium(*offline_args(free_port())) as browser:
+        yield browser
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page (own storage) that fails the test on any JavaScript error, a policy
+    violation included."""
+    async with watched_page(browser) as page:
+        yield page

@@ -53,6 +53,7 @@ from storyline.schema.subprotocols import LegacyWS
 from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
 from storyline.upstream.simulator import Simulator
+from storyline.web.graphiql import graphiql_page
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,10 @@ class GraphQLApp(GraphQLView[Context, None]):
         services: Services = scope["app"].state.services
         with services.metrics.websocket():
             await super().__call__(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL, from this package's files (strawberry's page loads it from a CDN)."""
+        return graphiql_page(request)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Refuse a connection_init without a valid token before serving anything.

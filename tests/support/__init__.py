@@ -11,6 +11,8 @@
 - ``reconnecting``: WebSocket watchers that reconnect and check the state they resume from
 - ``threaded``: Storyline in a loop of its own thread, for synchronous drivers
 - ``pgbouncer``: PgBouncer in transaction mode in front of the test server
+- ``browser``: headless Chromium (offline but for 127.0.0.1) and pages that fail on errors
+- ``graphiql``: GraphiQL's page and every file it loads, checked against their integrity
 
 The everyday names are importable from the package itself.
 """

@@ -150,7 +150,7 @@ def sub_response_of(execute_operation_kwargs: Mapping[str, Any]) -> Response:
 
 class GraphQLView(GraphQL[ContextT, RootValueT]):
     """strawberry's ASGI view, with what its subclasses rely on beyond the hooks strawberry
-    documents (get_context, process_result, decode_json, on_ws_connect):
+    documents (get_context, process_result, decode_json, on_ws_connect, render_graphql_ide):
 
     - ``run`` raises cross-web's HTTPException for what the view refuses (unreadable JSON,
       a wrong method or operation type, no query), which ``__call__`` answers in plain text;

@@ -13,8 +13,7 @@ from starlette.types import Scope
 
 HERE = Path(__file__).parent
 
-# For the editor's own files only; GraphiQL's page (strawberry's) loads from a CDN and
-# inline scripts, which this policy would block.
+# For the editor's files and GraphiQL's (web/graphiql.py, which has its own policy).
 NOSNIFF = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 # The page's favicon is the empty data: URL; everything else comes from this origin.
 POLICY = (
@@ -26,13 +25,14 @@ POLICY = (
 PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
-def content_security_policy(request: Request) -> str:
-    """The page's policy. Its WebSocket is same-origin: CSP 3 counts ws(s) on this host as
-    'self', browsers that predate it need the origin spelled out."""
+def content_security_policy(request: Request, policy: str = POLICY) -> str:
+    """A page's policy (ending in its connect-src). Its WebSocket is same-origin: CSP 3
+    counts ws(s) on this host as 'self', browsers that predate it need the origin spelled
+    out."""
     host = request.headers.get("host", "")
     if not PLAIN_HOST.fullmatch(host):
-        return POLICY
-    return f"{POLICY} ws://{host} wss://{host}"
+        return policy
+    return f"{policy} ws://{host} wss://{host}"
 
 
 async def editor(request: Request) -> Response:
