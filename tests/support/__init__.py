@@ -8,6 +8,8 @@
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``threaded``: Storyline in a loop of its own thread, for synchronous drivers
+- ``venvs``: fresh virtualenvs installing from a wheelhouse, and clean copies of the checkout
+- ``prefect``: a temporary Prefect API (imported by its fixture only: Prefect is slow to load)
 
 The everyday names are importable from the package itself.
 """
