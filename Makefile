@@ -18,8 +18,11 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+# The pipeline client (clients/pipeline) is a distribution of its own; the tests use it.
+CLIENT := clients/pipeline
+
+$(VENV)/.installed-test: pyproject.toml $(CLIENT)/pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]' -e './$(CLIENT)[prefect]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
@@ -64,8 +67,8 @@ balancer:
 graphiql-assets: $(VENV)/.installed-run
 	$(VENV)/bin/python tools/graphiql_assets.py $(if $(CHECK),--check)
 
-$(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
+$(VENV)/.installed-bench: pyproject.toml $(CLIENT)/pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]' -e './$(CLIENT)[prefect]'
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
 
 bench: $(VENV)/.installed-bench

@@ -23,6 +23,7 @@ from tests.support import Api, free_port, serving, storyline
 from tests.support.browser import chromium, offline_args, watched_page
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
+from tests.support.venvs import Wheelhouse
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +68,26 @@ async def api(database_url: str, fake_upstream: tuple[FakeVideoService, str]) ->
     ) as client:
         fake.api = client
         yield client
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect API for the whole session; its URL. For the tests that run the
+    pipeline client's flows, here or in a process of their own."""
+    from tests.support.prefect import prefect_api  # Prefect only where a flow runs
+
+    with prefect_api(tmp_path_factory.mktemp("prefect-home")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
+    """What fresh virtualenvs install from: STORYLINE_TEST_WHEELHOUSE, else a directory in the
+    user's cache, kept from one run to the next so that only the first one downloads."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = os.environ.get("STORYLINE_TEST_WHEELHOUSE") or cache / "storyline" / "wheelhouse"
+    constraints = tmp_path_factory.mktemp("pins") / "constraints.txt"
+    return Wheelhouse.at(Path(path), constraints)
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ lower layers:
 
 0. foundations, which know nothing of the rest: ``domain`` (pure rules, no I/O),
    ``compat`` (third-party internals), ``config``, ``logs``, ``metrics``, ``faults``,
-   ``limits``, ``graphql_http``, ``web``, and ``pipeline`` (the Prefect side, which talks
-   to Storyline over HTTP only)
+   ``limits``, ``graphql_http``, ``web``
 1. adapters: ``persistence`` (SQL), ``upstream`` (the video service), ``auth`` (tokens),
    ``websocket`` (the server's protocol)
 2. ``live`` (status events and their routing to subscribers)
@@ -27,6 +26,8 @@ from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SOURCE / "storyline"
+# The pipeline client: a distribution of its own, which a pipeline installs without the server.
+CLIENT = SOURCE.parent / "clients" / "pipeline" / "src" / "storyline_pipeline"
 
 LAYERS: list[set[str]] = [
     {
@@ -39,7 +40,6 @@ LAYERS: list[set[str]] = [
         "limits",
         "graphql_http",
         "web",
-        "pipeline",
     },
     {"persistence", "upstream", "auth", "websocket"},
     {"live"},
@@ -127,3 +127,22 @@ def test_the_check_sees_imports() -> None:
     """Guards the checks above against passing vacuously."""
     assert "storyline.persistence.projects" in GRAPH["storyline.usecases.update_status"]
     assert "storyline.logs" in GRAPH["storyline.usecases.update_status"]
+
+
+def packages_imported(package: Path) -> set[str]:
+    """The top-level packages that the modules under ``package`` import."""
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_server_and_the_pipeline_client_import_nothing_of_each_other() -> None:
+    client = packages_imported(CLIENT)
+    assert "storyline_pipeline" in client  # it sees the client's own imports
+    assert "storyline" not in client
+    assert "storyline_pipeline" not in packages_imported(PACKAGE)

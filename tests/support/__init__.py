@@ -13,6 +13,8 @@
 - ``pgbouncer``: PgBouncer in transaction mode in front of the test server
 - ``browser``: headless Chromium (offline but for 127.0.0.1) and pages that fail on errors
 - ``graphiql``: GraphiQL's page and every file it loads, checked against their integrity
+- ``venvs``: fresh virtualenvs installing from a wheelhouse, and clean copies of the checkout
+- ``prefect``: a temporary Prefect API (imported by its fixture only: Prefect is slow to load)
 
 The everyday names are importable from the package itself.
 """

@@ -1,6 +1,6 @@
 """One report to Storyline's ``updateStatus`` over HTTP, and what its answer means.
 
-No Prefect here: storyline.pipeline.prefect builds its task and hooks on these.
+No Prefect here: storyline_pipeline.prefect builds its task and hooks on these.
 
 Configuration comes from arguments or the environment: ``STORYLINE_URL`` (the GraphQL
 endpoint, e.g. ``https://storyline.example/graphql``) and ``STORYLINE_PIPELINE_TOKEN``
@@ -20,8 +20,8 @@ import httpx
 URL_ENV = "STORYLINE_URL"
 TOKEN_ENV = "STORYLINE_PIPELINE_TOKEN"  # noqa: S105 (a variable name)
 
-# The names of storyline.domain.lifecycle.Status as the contract spells them; this module
-# runs in the pipeline's process and needs nothing of Storyline but its HTTP endpoint.
+# The contract's ProjectStatus (the client's tests hold them equal): this module runs in
+# the pipeline's process and needs nothing of Storyline but its HTTP endpoint.
 StatusName = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
 STATUSES: frozenset[str] = frozenset(get_args(StatusName))
 
