@@ -24,7 +24,8 @@ from graphql import (
 )
 from graphql.pyutils import gather_with_cancel
 
-from storyline.compat.graphql import weak_async_helpers
+from storyline.compat.graphql import per_event_executor, weak_async_helpers
+from storyline.schema.execution import AcyclicExecutionContext
 
 SCHEMA = build_schema(
     """
@@ -135,3 +136,48 @@ def test_one_executor_renders_an_event_and_reads_the_root_field_s_arguments() ->
     assert get_argument_values(field, root, built.variable_values) == {"name": "Ada"}
     refused = Executor.build(SCHEMA, document, None, None, {}, "G")
     assert isinstance(refused, list)
+
+
+NESTED = build_schema(
+    """
+    type Query { seen: Boolean }
+    type Event { status: String, entry: Entry }
+    type Entry { id: ID }
+    type Subscription { changed: Event }
+    """
+)
+EVENT_DOCUMENT = "subscription { changed { status entry { id } } }"
+
+
+def rendered_events(
+    per_event: Callable[[Executor[Any], Any], Executor[Any]], kind: type[Executor[Any]] = Executor
+) -> int:
+    """How many memo entries the shared executor holds after rendering ten events."""
+    shared = kind.build(NESTED, parse(EVENT_DOCUMENT))
+    assert isinstance(shared, Executor)
+    for n in range(10):
+        event = {"changed": {"status": f"S{n}", "entry": {"id": str(n)}}}
+        result = execute_subscription_event(per_event(shared, event))
+        assert isinstance(result, ExecutionResult)
+        assert result.data == event
+    return len(shared._relevant_sub_fields)
+
+
+def test_per_event_executors_share_the_collect_subfields_memo() -> None:
+    # Why per_event_executor exists: graphql-core's copy shares the memo, and each event's
+    # execution adds to it, so the executor the copies come from grows with every event.
+    def plain(executor: Executor[Any], payload: Any) -> Executor[Any]:
+        return executor.build_per_event_executor(payload)
+
+    assert rendered_events(plain) >= 10
+
+
+def test_a_per_event_executor_leaves_the_shared_memo_as_it_was() -> None:
+    assert rendered_events(per_event_executor) == 0
+
+
+def test_strawberrys_path_gives_each_event_a_memo_of_its_own() -> None:
+    def built_in(executor: Executor[Any], payload: Any) -> Executor[Any]:
+        return executor.build_per_event_executor(payload)
+
+    assert rendered_events(built_in, AcyclicExecutionContext) == 0

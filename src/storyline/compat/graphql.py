@@ -35,3 +35,23 @@ def weak_async_helpers(executor: Executor[Any]) -> None:
             executor.track_async_work(values)
 
     executor.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=track)
+
+
+def per_event_executor(executor: Executor[Any], payload: Any) -> Executor[Any]:
+    """``executor.build_per_event_executor(payload)``, with a memo of its own (``own_memo``)."""
+    return own_memo(executor.build_per_event_executor(payload))
+
+
+def own_memo(per_event: Executor[Any]) -> Executor[Any]:
+    """Give a per-event executor an empty memo of its own, and return it.
+
+    ``build_per_event_executor`` makes a shallow copy, which shares ``_relevant_sub_fields``,
+    the memo of ``collect_subfields``, keyed by the identity of a list of field details (and
+    keeping that list alive). Each execution collects its root fields into new lists, so
+    every event would add entries to the memo of the executor it was copied from and
+    nothing would ever remove them: a subscription, or a selection its watchers share,
+    would grow with every event for as long as it lives. With a memo of its own the copy
+    still serves the lists within its one execution, where the memo earns its keep.
+    """
+    per_event._relevant_sub_fields = {}
+    return per_event

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from itertools import chain
 
 from storyline.auth import Principal
 from storyline.domain.errors import BadUserInput, Unauthenticated
@@ -49,29 +50,33 @@ async def watch_account(
     async with services.broadcast.subscribe_account(
         user_id, limit=services.settings.max_subscriptions_per_user
     ) as mailbox:
-        async with services.database.transaction() as tx:
-            await accounts.ensure_account(
-                tx, user_id=user_id, signup_credits=services.settings.signup_credits
-            )
+        await _ensure_account(services, user_id)
         state = await _read(services, user_id, since=since)
         sent = _Sent(state.snapshot)
-        for event in sent.read(state):
-            yield event
-        del state  # an idle subscription holds no account data while it waits
+        fresh = sent.read(state)  # read in the watcher's snapshot: every one is to be sent
+        del state
+        events: list[AccountEvent] = []  # notified: sent unless the snapshot saw them
+        event: AccountEvent | None = None
         while True:
+            for event in chain(fresh, filter(sent.admits, events)):
+                yield event
+            # An idle subscription holds no account data while it waits.
+            fresh, events, event = [], [], None
             events, resync = await mailbox.take()
             if principal.expired:
                 raise Unauthenticated("The token has expired.")
             if resync:
                 # Notifications may have been lost while the listener was away; rows are not.
-                state = await _read(services, user_id, after=sent.snapshot)
-                for event in sent.read(state, again=True):
-                    yield event
-                del state
-            for event in events:
-                if sent.admits(event):
-                    yield event
-            events = []  # hold nothing while waiting for the next ones
+                # Read first: the notified events are then held to the new snapshot.
+                fresh = sent.read(await _read(services, user_id, after=sent.snapshot), again=True)
+
+
+async def _ensure_account(services: Services, user_id: str) -> None:
+    """The account, created on first use (with its sign-up grant), as ``me`` does."""
+    async with services.database.transaction() as tx:
+        await accounts.ensure_account(
+            tx, user_id=user_id, signup_credits=services.settings.signup_credits
+        )
 
 
 class _Sent:

@@ -34,6 +34,8 @@ async def watch_project(
         if first.status.terminal:
             return
         del first  # an idle subscription holds no project data while it waits
+        event: ProjectEvent | None = None
+        record: ProjectRecord | None = None
         while True:
             events, resync = await mailbox.take()
             if resync:
@@ -50,7 +52,8 @@ async def watch_project(
                 yield event
                 if event.status.terminal:
                     return
-            events = []  # hold nothing while waiting for the next ones
+            # Hold nothing while waiting for the next ones.
+            events, event, record = [], None, None
 
 
 async def _first(services: Services, principal: Principal, key: uuid.UUID) -> ProjectEvent:
