@@ -5,7 +5,8 @@ lower layers:
 
 0. foundations, which know nothing of the rest: ``domain`` (pure rules, no I/O),
    ``compat`` (third-party internals), ``config``, ``logs``, ``metrics``, ``faults``,
-   ``limits``, ``graphql_http``, ``web``
+   ``limits``, ``graphql_http``, ``web``, ``telemetry`` (OpenTelemetry's libraries, wired
+   by the app)
 1. adapters: ``persistence`` (SQL), ``upstream`` (the video service), ``auth`` (tokens),
    ``websocket`` (the server's protocol)
 2. ``live`` (status events and their routing to subscribers)
@@ -40,6 +41,7 @@ LAYERS: list[set[str]] = [
         "limits",
         "graphql_http",
         "web",
+        "telemetry",
     },
     {"persistence", "upstream", "auth", "websocket"},
     {"live"},

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -54,6 +54,9 @@ from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
 from storyline.upstream.simulator import Simulator
 from storyline.web.graphiql import graphiql_page
+
+if TYPE_CHECKING:
+    from storyline.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +173,12 @@ class GraphQLApp(GraphQLView[Context, None]):
         return acknowledged
 
 
-def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starlette:
-    """``self_url`` is where this instance is reachable; the built-in simulator reports there."""
+def create_app(
+    settings: Settings, *, database_url: str, self_url: str, tracing: Tracing | None = None
+) -> Starlette:
+    """``self_url`` is where this instance is reachable; the built-in simulator reports there.
+    ``tracing``: OpenTelemetry's, when the OTEL_* variables ask for it (storyline.telemetry);
+    None installs nothing of it."""
     jwt_secret = settings.resolved_jwt_secret()
     upstream_token = settings.resolved_upstream_token()
     metrics = Metrics()
@@ -198,6 +205,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             settings.upstream_url or f"{self_url}{SIMULATOR_PATH}",
             token=upstream_token,
             timeout=settings.upstream_timeout,
+            trace_configs=tracing.trace_configs() if tracing is not None else (),
         )
         broadcast = ProjectBroadcast(PostgresListener(settings.session_database_url(database_url)))
         background = Background()
@@ -205,6 +213,8 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
             subscriptions=lambda: broadcast.subscriber_count,
             reconnects=lambda: broadcast.listener.reconnects,
         )
+        if tracing is not None:
+            tracing.start()
         try:
             await _wait_for_database(database)
             await broadcast.connect()
@@ -234,6 +244,8 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
                 await simulator.aclose()
             await video.aclose()
             await database.dispose()
+            if tracing is not None:
+                tracing.close()
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -256,7 +268,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     graphql = GraphQLApp(
-        build_schema(settings),
+        build_schema(settings, traces=tracing.extension() if tracing is not None else None),
         graphql_ide="graphiql" if settings.graphiql else None,
         keep_alive=True,
         keep_alive_interval=KEEP_ALIVE_SECONDS,
@@ -273,6 +285,7 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
     if simulator is not None:
         routes.append(Mount(SIMULATOR_PATH, app=simulator.app))
     middleware = [
+        *([tracing.middleware()] if tracing is not None else []),
         Middleware(RequestIds),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
     ]

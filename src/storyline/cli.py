@@ -17,7 +17,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from storyline import logs
+from storyline import logs, telemetry
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.faults import warn_if_armed
@@ -106,7 +106,10 @@ def app_from_environment() -> Starlette:
 
     settings = Settings()
     app = create_app(
-        settings, database_url=database_url(settings), self_url=os.environ[SELF_URL_VARIABLE]
+        settings,
+        database_url=database_url(settings),
+        self_url=os.environ[SELF_URL_VARIABLE],
+        tracing=telemetry.from_environment(),
     )
     # A process-wide policy, so here rather than in create_app (tests build many apps in
     # one process): what start-up built (modules, schema, statements) lives as long as the
@@ -120,6 +123,10 @@ def app_from_environment() -> Starlette:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     warn_if_armed()
+    # Checked here, before any worker starts, as the settings are.
+    if problem := telemetry.configuration_error(os.environ):
+        print(f"storyline: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     url = database_url(settings)
     if not args.no_migrate:
         from storyline.persistence.migrate import migrate

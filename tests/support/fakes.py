@@ -20,6 +20,7 @@ from tests.support.client import Api
 class Call:
     authorization: str | None
     body: dict[str, Any]
+    traceparent: str | None = None
 
 
 @dataclass
@@ -54,7 +55,8 @@ class FakeVideoService:
 
     async def _create(self, request: Request) -> Response:
         body = await request.json()
-        self.calls.append(Call(request.headers.get("authorization"), body))
+        headers = request.headers
+        self.calls.append(Call(headers.get("authorization"), body, headers.get("traceparent")))
         prompt: str = body["config"]["prompt"]
         project_id = body["metadata"]["storyline_project_id"]
         given = re.search(r"\[id:([^\]]+)\]", prompt)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
@@ -175,10 +175,14 @@ class StorylineSchema(strawberry.Schema):
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
-def build_schema(settings: Settings | None = None) -> StorylineSchema:
-    """The schema with the limits of ``settings`` (defaults when None)."""
+def build_schema(
+    settings: Settings | None = None, *, traces: Callable[[], SchemaExtension] | None = None
+) -> StorylineSchema:
+    """The schema with the limits of ``settings`` (defaults when None), and ``traces``, the
+    tracing extension's factory, when tracing is on (storyline.telemetry)."""
     settings = settings or Settings.model_construct()
-    extensions: list[type[SchemaExtension]] = [
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        *([traces] if traces is not None else []),  # outermost: its span covers the rest
         OperationMetrics,  # first in, last out: it sees the errors as clients will
         ClientErrors,
         GuardedDocuments,

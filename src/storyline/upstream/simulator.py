@@ -31,6 +31,7 @@ mutation Report($input: UpdateStatusInput!) { updateStatus(input: $input) { stat
 """
 REPORT_ATTEMPTS = 6
 MAX_JOBS = 10_000
+TRACE_CONTEXT = ("traceparent", "tracestate")  # W3C Trace Context's headers
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Job:
     id: str
     project_id: str
     stage_status: dict[str, str] = field(default_factory=dict)
+    # The W3C trace context the job came with, sent back on each report, as the pipeline's
+    # client does: the reports join the trace of the generateStory that created the job.
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class Simulator:
@@ -98,7 +102,10 @@ class Simulator:
             return JSONResponse({"detail": "malformed job"}, status_code=422)
         if not isinstance(prompt, str) or not prompt:
             return JSONResponse({"detail": "config.prompt is required"}, status_code=422)
-        job = Job(id=f"sim-{uuid.uuid4()}", project_id=project_id)
+        trace_context = {
+            name: request.headers[name] for name in TRACE_CONTEXT if name in request.headers
+        }
+        job = Job(id=f"sim-{uuid.uuid4()}", project_id=project_id, trace_context=trace_context)
         self.jobs[job.id] = job
         while len(self.jobs) > MAX_JOBS:  # a development stand-in: remember the recent ones
             del self.jobs[next(iter(self.jobs))]
@@ -153,7 +160,10 @@ class Simulator:
                 response = await self._http.post(
                     self.callback_url,
                     json={"query": REPORT, "variables": variables},
-                    headers={"Authorization": f"Bearer {self.pipeline_token()}"},
+                    headers={
+                        "Authorization": f"Bearer {self.pipeline_token()}",
+                        **job.trace_context,
+                    },
                 )
                 if response.status_code < 500:
                     errors = response.json().get("errors")
