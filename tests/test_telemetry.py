@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from storyline import telemetry
 from storyline.auth import Role
 from storyline.telemetry.tracing import OperationTraces, TraceContext, Tracing
+from storyline_pipeline.reports import Endpoint, asend_report, report_input
 from tests.support import REPORT, UPSTREAM_TOKEN, Api, new_user, storyline, token
 from tests.support.fakes import FakeVideoService
 from tests.support.watch import LEGACY_WS, TRANSPORT_WS, connected, next_event, start
@@ -144,6 +145,24 @@ async def test_an_update_status_with_that_traceparent_joins_the_trace(
     assert generate in ancestors(report, spans)
     sql = statements(spans)
     assert any(report in ancestors(statement, spans) for statement in sql)
+
+
+async def test_the_pipeline_clients_reports_join_the_trace_of_their_job(
+    traced: Api,
+    fake: FakeVideoService,
+    exported: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project_id, traceparent, trace_id, span_id = await generate_traced(traced, fake)
+    # The job's trace context, as a pipeline worker receives it with the job.
+    monkeypatch.setenv("TRACEPARENT", traceparent)
+    endpoint = Endpoint.resolve(f"{traced.url}/graphql", token("pipeline", Role.PIPELINE))
+    report = report_input(status="PROCESSING", project_id=project_id, progress=20)
+    await asend_report(endpoint, report)
+
+    [sent] = named(in_trace(exported, trace_id), "GraphQL Query: Report")
+    assert sent.parent is not None
+    assert sent.parent.span_id == span_id
 
 
 async def test_spans_record_no_token_prompt_or_free_text(

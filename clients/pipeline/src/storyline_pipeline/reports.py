@@ -19,6 +19,8 @@ import httpx
 
 URL_ENV = "STORYLINE_URL"
 TOKEN_ENV = "STORYLINE_PIPELINE_TOKEN"  # noqa: S105 (a variable name)
+TRACEPARENT_ENV = "TRACEPARENT"  # the W3C trace context of the job, if it has one
+TRACESTATE_ENV = "TRACESTATE"
 
 # The contract's ProjectStatus (the client's tests hold them equal): this module runs in
 # the pipeline's process and needs nothing of Storyline but its HTTP endpoint.
@@ -66,16 +68,29 @@ class StorylineNotConfigured(ReportError):
 @dataclass(frozen=True)
 class Endpoint:
     """Storyline's GraphQL endpoint: where to report, and with which pipeline token (kept
-    out of repr)."""
+    out of repr). ``traceparent`` and ``tracestate``: the W3C trace context of the job, as
+    the video service received it when Storyline created the job; sent with every report,
+    so that Storyline's trace of generateStory holds the reports too (none: none sent)."""
 
     url: str
     token: str = field(repr=False)
     timeout: float = DEFAULT_TIMEOUT
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def resolve(
-        cls, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        cls,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> Endpoint:
+        """From the arguments, or else the environment: STORYLINE_URL, STORYLINE_PIPELINE_TOKEN,
+        and the trace context in TRACEPARENT and TRACESTATE (OpenTelemetry's names for a
+        trace context carried in the environment)."""
         url = url or os.environ.get(URL_ENV)
         token = token or os.environ.get(TOKEN_ENV)
         missing = [name for name, value in ((URL_ENV, url), (TOKEN_ENV, token)) if not value]
@@ -84,13 +99,20 @@ class Endpoint:
                 f"Storyline reporting is not configured: set {' and '.join(missing)}"
                 " or pass url= and token=."
             )
-        return cls(url, token, timeout)
+        traceparent = traceparent or os.environ.get(TRACEPARENT_ENV) or None
+        tracestate = tracestate or os.environ.get(TRACESTATE_ENV) or None
+        return cls(url, token, timeout, traceparent, tracestate)
 
     def request(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if self.traceparent:
+            headers["traceparent"] = self.traceparent
+            if self.tracestate:
+                headers["tracestate"] = self.tracestate
         return {
             "url": self.url,
             "json": {"query": REPORT, "variables": dict(variables)},
-            "headers": {"Authorization": f"Bearer {self.token}"},
+            "headers": headers,
         }
 
 
