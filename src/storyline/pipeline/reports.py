@@ -6,10 +6,17 @@ Configuration comes from arguments or the environment: ``STORYLINE_URL`` (the Gr
 endpoint, e.g. ``https://storyline.example/graphql``) and ``STORYLINE_PIPELINE_TOKEN``
 (a JWT of role ``pipeline``). The token is sent only in the Authorization header: it
 is never logged, never part of an exception message, and not a repr'd field.
+
+Against a Storyline that runs trusted documents only, set ``STORYLINE_PERSISTED_DOCUMENTS=1``
+(or pass ``persisted=True``): reports then name their document by its hash (``documentId``)
+instead of sending its text. ``DOCUMENTS`` is every document this client sends; the
+server's ``storyline trusted-documents write`` finds it through this distribution's entry
+point ``storyline.trusted_documents``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +26,7 @@ import httpx
 
 URL_ENV = "STORYLINE_URL"
 TOKEN_ENV = "STORYLINE_PIPELINE_TOKEN"  # noqa: S105 (a variable name)
+PERSISTED_ENV = "STORYLINE_PERSISTED_DOCUMENTS"
 
 # The names of storyline.domain.lifecycle.Status as the contract spells them; this module
 # runs in the pipeline's process and needs nothing of Storyline but its HTTP endpoint.
@@ -30,6 +38,10 @@ mutation Report($input: UpdateStatusInput!) {
   updateStatus(input: $input) { id externalId status version progress stage }
 }
 """
+# Every document this client sends, by operation name (a stable interface: see above).
+DOCUMENTS = {"Report": REPORT}
+# A persisted document's id: sha256 of its exact UTF-8 text, lowercase hex.
+REPORT_ID = "sha256:" + hashlib.sha256(REPORT.encode("utf-8")).hexdigest()
 # Storyline keeps the error message for the user to read; a traceback is not for them.
 MAX_ERROR_MESSAGE = 1000
 # HTTP answers that say "not now" rather than "no".
@@ -65,17 +77,25 @@ class StorylineNotConfigured(ReportError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Storyline's GraphQL endpoint: where to report, and with which pipeline token (kept
-    out of repr)."""
+    """Storyline's GraphQL endpoint: where to report, with which pipeline token (kept out of
+    repr), and whether documents are named by hash (``persisted``)."""
 
     url: str
     token: str = field(repr=False)
     timeout: float = DEFAULT_TIMEOUT
+    persisted: bool = False
 
     @classmethod
     def resolve(
-        cls, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        cls,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        persisted: bool | None = None,
     ) -> Endpoint:
+        if persisted is None:
+            persisted = os.environ.get(PERSISTED_ENV, "").lower() in ("1", "true", "yes")
         url = url or os.environ.get(URL_ENV)
         token = token or os.environ.get(TOKEN_ENV)
         missing = [name for name, value in ((URL_ENV, url), (TOKEN_ENV, token)) if not value]
@@ -84,12 +104,15 @@ class Endpoint:
                 f"Storyline reporting is not configured: set {' and '.join(missing)}"
                 " or pass url= and token=."
             )
-        return cls(url, token, timeout)
+        return cls(url, token, timeout, persisted)
 
     def request(self, variables: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "url": self.url,
-            "json": {"query": REPORT, "variables": dict(variables)},
+            "json": {
+                **({"documentId": REPORT_ID} if self.persisted else {"query": REPORT}),
+                "variables": dict(variables),
+            },
             "headers": {"Authorization": f"Bearer {self.token}"},
         }
 
