@@ -18,11 +18,15 @@ from typing import Any
 import pytest
 from playwright.async_api import (
     Browser,
+    Locator,
     Page,
     WebSocketRoute,
     expect,
 )
 
+from storyline.graphql_http import document_id
+from storyline.schema.manifest import manifest_of, own_sources, write_manifest
+from storyline.web import editor_document
 from tests.support import Api, new_user, storyline, token
 from tests.support.browser import csp_directives
 
@@ -48,6 +52,17 @@ async def open_editor(page: Page, api: Api, raw_token: str) -> None:
     assert "script-src 'self'" in response.headers["content-security-policy"]
     await page.get_by_label("API token").fill(raw_token)
     await page.get_by_role("button", name="Use token").click()
+
+
+async def completed_story(page: Page, prompt: str) -> Locator:
+    """Generate a story of ``prompt``; its card, once it shows COMPLETED (the only card)."""
+    await page.get_by_label("Prompt").fill(prompt)
+    await page.get_by_role("button", name="Generate story").click()
+    card = page.get_by_test_id("project-card")
+    await expect(card.get_by_test_id("status")).to_have_text(
+        "COMPLETED", timeout=COMPLETION_TIMEOUT_MS
+    )
+    return card
 
 
 def timeline_versions(texts: list[str]) -> list[int]:
@@ -135,12 +150,7 @@ async def test_an_unaffordable_story_shows_required_and_balance(simulated: Api, 
     await page.get_by_label("Quality").select_option("FULL_HD")
     await expect(page.get_by_test_id("price")).to_have_text("80")
     await page.get_by_label("Aspect ratio").select_option("SQUARE_1_1")
-    await page.get_by_label("Prompt").fill("A square story")
-    await page.get_by_role("button", name="Generate story").click()
-    card = page.get_by_test_id("project-card")
-    await expect(card.get_by_test_id("status")).to_have_text(
-        "COMPLETED", timeout=COMPLETION_TIMEOUT_MS
-    )
+    card = await completed_story(page, "A square story")
     await expect(page.get_by_test_id("balance")).to_have_text("20")
 
     await page.get_by_role("button", name="Generate story").click()
@@ -250,7 +260,8 @@ async def test_one_subscription_keeps_the_list_and_the_balance_without_polling(
     await expect(page.get_by_test_id("price")).to_have_text("60")
     await expect(page.get_by_test_id("live-state")).to_have_text("live")
     await expect(page.get_by_test_id("projects-empty")).to_be_visible()
-    assert ["query Dashboard" in post for post in posts] == [True], posts  # price, history
+    # price and history, by the Dashboard operation of the page's document
+    assert [json.loads(post)["operationName"] for post in posts] == ["Dashboard"], posts
     posts.clear()
     await page.evaluate("window.notReloaded = true")
 
@@ -283,10 +294,11 @@ async def test_one_subscription_keeps_the_list_and_the_balance_without_polling(
     await page.wait_for_timeout(QUIET_MS)
     details = [json.loads(post) for post in posts]
     assert [d["variables"] for d in details] == [{"id": first}, {"id": second}], posts
-    assert all("project(id: $id)" in d["query"] for d in details), posts
+    assert all(d["operationName"] == "One" for d in details), posts
+    assert all(d["query"] == editor_document() for d in details), posts  # by text: not trusted
     subscribes = [message for message in sent if message["type"] == "subscribe"]
     assert len(subscribes) == 1, subscribes
-    assert "accountChanges" in subscribes[0]["payload"]["query"]
+    assert subscribes[0]["payload"]["operationName"] == "Feed"
     assert await page.evaluate("window.notReloaded") is True
 
     if os.environ.get("STORYLINE_UPDATE_SCREENSHOT") == "1":
@@ -373,3 +385,44 @@ async def test_after_a_lost_connection_the_page_catches_up_on_what_it_missed(
     texts = await card.get_by_test_id("timeline-entry").all_inner_texts()
     versions = timeline_versions(texts)
     assert versions == sorted(set(versions)), texts  # caught up without a duplicate
+
+
+async def test_with_trusted_documents_the_page_and_the_simulator_send_hashes(
+    database_url: str, page: Page, tmp_path: Path
+) -> None:
+    """A server that runs only the manifest `storyline trusted-documents write` makes of its
+    own clients' documents: a story goes live to COMPLETED, every document named by hash."""
+    manifest = tmp_path / "manifest.json"
+    write_manifest(manifest, manifest_of(d for source in own_sources() for d in source.documents))
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(json.loads(request.post_data or "{}"))
+            if request.method == "POST" and request.url.endswith("/graphql")
+            else None
+        ),
+    )
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent",
+            lambda frame: (
+                sent.append(message["payload"])
+                if (message := json.loads(frame))["type"] == "subscribe"
+                else None
+            ),
+        ),
+    )
+    async with storyline(
+        database_url, simulator_step_seconds=0.2, trusted_documents=str(manifest)
+    ) as trusted:
+        plain = await trusted.request("query Price { price }", auth=token(new_user()))
+        assert plain.status_code == 400  # nothing else runs
+        await open_editor(page, trusted, token(new_user()))
+        await expect(page.get_by_test_id("price")).to_have_text("60")
+        await completed_story(page, "A story told by hash")
+        await expect(page.get_by_test_id("balance")).to_have_text("40")
+    assert {"Dashboard", "Generate", "Feed"} <= {body["operationName"] for body in sent}
+    assert all(body.keys() == {"documentId", "operationName", "variables"} for body in sent)
+    assert {body["documentId"] for body in sent} == {document_id(editor_document())}

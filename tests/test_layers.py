@@ -13,7 +13,8 @@ lower layers:
 3. ``services`` (what a running instance shares)
 4. ``usecases`` (what a caller can ask of Storyline)
 5. what drives the use cases: ``schema`` (GraphQL) and ``jobs`` (the background sweeper)
-6. entry points: ``app``, ``server``, ``migrations``
+6. entry points: ``app``, ``server``, ``migrations``, ``trusted_documents`` (the manifest
+   command's)
 7. ``cli``
 
 And no import cycle between any two modules of storyline.
@@ -48,7 +49,7 @@ LAYERS: list[set[str]] = [
     {"services"},
     {"usecases"},
     {"schema", "jobs"},
-    {"app", "server", "migrations"},
+    {"app", "server", "migrations", "trusted_documents"},
     {"cli"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -37,7 +37,13 @@ from storyline.compat.strawberry import (
 )
 from storyline.config import Settings
 from storyline.domain.errors import Unauthenticated
-from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
+from storyline.graphql_http import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    document_id,
+    negotiate,
+    not_executed,
+)
 from storyline.jobs.sweeper import run_sweeper
 from storyline.limits import BodySizeLimit
 from storyline.live.hub import ProjectBroadcast
@@ -48,10 +54,12 @@ from storyline.persistence.listener import PostgresListener
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
 from storyline.schema.fanout import FanoutTransportWS
-from storyline.schema.roots import build_schema
+from storyline.schema.persisted import Refused
+from storyline.schema.roots import StorylineSchema, build_schema
 from storyline.schema.subprotocols import LegacyWS
 from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
+from storyline.upstream.simulator import REPORT as SIMULATOR_REPORT
 from storyline.upstream.simulator import Simulator
 from storyline.web.graphiql import graphiql_page
 
@@ -104,6 +112,35 @@ class GraphQLApp(GraphQLView[Context, None]):
                 status_code=refused.status_code,
                 media_type=f"{media_type}; charset=utf-8",
             )
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A POST's JSON body: the request, its document resolved (schema/persisted.py)."""
+        return self.resolved(super().parse_json(data))
+
+    def parse_query_params(self, params: Any) -> dict[str, Any]:
+        """A GET's parameters: the request, its document resolved. Its variables and
+        extensions are JSON, decoded as strawberry decodes them but not resolved: they
+        are no request."""
+        request = dict(params)
+        for name in ("variables", "extensions"):
+            if request.get(name):
+                request[name] = super().parse_json(request[name])
+        return cast("dict[str, Any]", self.resolved(request))
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # strawberry shows the IDE for a GET without a query: one naming its document by
+        # hash (documentId, or Apollo's extensions) is a request.
+        params = request.query_params
+        named = params.get("documentId") is not None or params.get("extensions") is not None
+        return not named and super().should_render_graphql_ide(request)
+
+    def resolved(self, request: object) -> object:
+        if not isinstance(request, dict):
+            return request  # a batch, or no object: strawberry refuses it
+        try:
+            return cast("StorylineSchema", self.schema).persisted.resolve(request)
+        except Refused as refused:
+            raise HTTPException(400, refused.message) from None
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -178,7 +215,11 @@ def create_app(
 ) -> Starlette:
     """``self_url`` is where this instance is reachable; the built-in simulator reports there.
     ``tracing``: OpenTelemetry's, when the OTEL_* variables ask for it (storyline.telemetry);
-    None installs nothing of it."""
+    None installs nothing of it. Raises ManifestError for a trusted-documents manifest the
+    server cannot run."""
+    # First: a bad manifest stops here, before anything opens.
+    schema = build_schema(settings, traces=tracing.extension() if tracing is not None else None)
+    trusted = schema.persisted.manifest
     jwt_secret = settings.resolved_jwt_secret()
     upstream_token = settings.resolved_upstream_token()
     metrics = Metrics()
@@ -192,7 +233,13 @@ def create_app(
             ),
             step_seconds=settings.simulator_step_seconds,
             failure_rate=settings.simulator_failure_rate,
+            persisted=trusted is not None,
         )
+    editor = web.editor_document()
+    own = {"the editor page's": editor}
+    if simulator is not None:
+        own["the built-in simulator's"] = SIMULATOR_REPORT
+    schema.persisted.warn_unless_trusted(own)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -268,7 +315,7 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     graphql = GraphQLApp(
-        build_schema(settings, traces=tracing.extension() if tracing is not None else None),
+        schema,
         graphql_ide="graphiql" if settings.graphiql else None,
         keep_alive=True,
         keep_alive_interval=KEEP_ALIVE_SECONDS,
@@ -280,7 +327,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
-        *web.routes,
+        *web.routes({"query": editor} if trusted is None else {"documentId": document_id(editor)}),
     ]
     if simulator is not None:
         routes.append(Mount(SIMULATOR_PATH, app=simulator.app))

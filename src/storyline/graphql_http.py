@@ -3,15 +3,28 @@
 With ``Accept: application/graphql-response+json`` a request that never executed (parse,
 validation or variable-coercion failure) is answered 400 without a ``data`` entry; with
 ``application/json`` (or no preference) such requests keep the classic 200 answer.
+
+A persisted document (the specification's appendix) is named by its ``documentId``: here
+always ``sha256:`` and the SHA-256 of the document's exact UTF-8 text in lowercase hex.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
+DOCUMENT_ID_PREFIX = "sha256:"
+
+
+def document_id(document: str) -> str:
+    """The ``documentId`` that names ``document``: ``sha256:<lowercase hex>`` of its text."""
+    # surrogatepass: JSON may carry a lone surrogate, which names no document on file.
+    text = document.encode("utf-8", "surrogatepass")
+    return DOCUMENT_ID_PREFIX + hashlib.sha256(text).hexdigest()
 
 
 def negotiate(accept: str | None) -> str:

@@ -27,6 +27,7 @@ from storyline.schema.execution import AcyclicExecutionContext
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
 from storyline.schema.observed import OperationMetrics
 from storyline.schema.operations import OperationChoice
+from storyline.schema.persisted import PersistedDocuments
 from storyline.schema.types import (
     Account,
     AccountChange,
@@ -137,9 +138,11 @@ class Subscription:
 
 
 class StorylineSchema(strawberry.Schema):
-    """strawberry's schema, with the guard every document of every path goes through."""
+    """strawberry's schema, with the guard every document of every path goes through, and
+    what resolves a request's document (by its text or its hash) before it meets the guard."""
 
     documents: DocumentGuard
+    persisted: PersistedDocuments
 
     async def execute(
         self,
@@ -178,8 +181,10 @@ class StorylineSchema(strawberry.Schema):
 def build_schema(
     settings: Settings | None = None, *, traces: Callable[[], SchemaExtension] | None = None
 ) -> StorylineSchema:
-    """The schema with the limits of ``settings`` (defaults when None), and ``traces``, the
-    tracing extension's factory, when tracing is on (storyline.telemetry)."""
+    """The schema with the limits and trusted documents of ``settings`` (defaults when
+    None), and ``traces``, the tracing extension's factory, when tracing is on
+    (storyline.telemetry). Raises ManifestError for a trusted-documents manifest it cannot
+    run."""
     settings = settings or Settings.model_construct()
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         *([traces] if traces is not None else []),  # outermost: its span covers the rest
@@ -196,4 +201,5 @@ def build_schema(
         execution_context_class=AcyclicExecutionContext,
     )
     schema.documents = DocumentGuard.for_settings(graphql_schema(schema), settings)
+    schema.persisted = PersistedDocuments.load(settings.trusted_documents, schema.documents)
     return schema

@@ -3,7 +3,9 @@
 It accepts jobs as the real service does and, like the real pipeline, reports back
 through Storyline's ``updateStatus`` mutation over HTTP with a pipeline token:
 PROCESSING with rising progress through the story stages, then COMPLETED with a
-result URL (or FAILED, for a configurable fraction of jobs).
+result URL (or FAILED, for a configurable fraction of jobs). It names its one document
+(REPORT) by its text or, when told the server runs trusted documents only (``persisted``),
+by its hash.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from storyline.graphql_http import document_id
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ class Simulator:
         pipeline_token: Callable[[], str],
         step_seconds: float,
         failure_rate: float,
+        persisted: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         if not token:
@@ -62,6 +67,7 @@ class Simulator:
         self.pipeline_token = pipeline_token
         self.step_seconds = step_seconds
         self.failure_rate = failure_rate
+        self.document = {"documentId": document_id(REPORT)} if persisted else {"query": REPORT}
         self.jobs: dict[str, Job] = {}
         self._rng = rng or random.Random()
         self._runs: set[asyncio.Task[None]] = set()
@@ -159,7 +165,7 @@ class Simulator:
             try:
                 response = await self._http.post(
                     self.callback_url,
-                    json={"query": REPORT, "variables": variables},
+                    json={**self.document, "variables": variables},
                     headers={
                         "Authorization": f"Bearer {self.pipeline_token()}",
                         **job.trace_context,
