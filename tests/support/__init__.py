@@ -5,6 +5,7 @@
 - ``books``: what the database holds, read behind the API's back
 - ``databases``: databases of a test's own, created (and migrated) on the test server
 - ``watch``: WebSocket clients of projectStatus, and the one reader that skips keep-alives
+- ``live_documents``: hypothesis's subscription documents for the live fields
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``balancer``: HAProxy, as docs/operations.md configures it, in front of such processes
