@@ -53,11 +53,16 @@ async def watch_account(
             await accounts.ensure_account(
                 tx, user_id=user_id, signup_credits=services.settings.signup_credits
             )
+        del tx  # held, it would keep a connection the pool may let go of
         state = await _read(services, user_id, since=since)
         sent = _Sent(state.snapshot)
+        event: AccountEvent | None = None
         for event in sent.read(state):
             yield event
-        del state  # an idle subscription holds no account data while it waits
+        # An idle subscription holds no account data while it waits: neither the state
+        # read nor the last event sent (which keeps the payload rendered from it).
+        del state
+        event = None
         while True:
             events, resync = await mailbox.take()
             if principal.expired:
@@ -71,7 +76,7 @@ async def watch_account(
             for event in events:
                 if sent.admits(event):
                     yield event
-            events = []  # hold nothing while waiting for the next ones
+            events, event = [], None  # hold nothing while waiting for the next ones
 
 
 class _Sent:
