@@ -3,6 +3,7 @@
 python -m bench                       the full run: 3 runs, medians, docs/ rewritten
 python -m bench --quick               small sizes, 1 run, report in bench/.cache/quick/
 python -m bench --scenarios hot,wide --systems storyline,postgraphile --runs 1
+python -m bench --scenarios account --systems storyline --runs 1 --no-profile
 python -m bench --report-only bench/.cache/results/LATEST.json
 """
 
@@ -75,6 +76,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wide-watchers", type=int)
     parser.add_argument("--wide-rate", type=float)
     parser.add_argument("--wide-seconds", type=float)
+    parser.add_argument("--account-users", type=int, help="account scenario: editors")
+    parser.add_argument("--account-rate", type=float, help="updateStatus per second, account")
+    parser.add_argument("--account-seconds", type=float)
     parser.add_argument("--memory-subscriptions", type=int)
     parser.add_argument("--generate-concurrency", type=int)
     parser.add_argument("--generate-seconds", type=float)
@@ -99,6 +103,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "wide_watchers": args.wide_watchers,
         "wide_rate": args.wide_rate,
         "wide_seconds": args.wide_seconds,
+        "account_users": args.account_users,
+        "account_rate": args.account_rate,
+        "account_seconds": args.account_seconds,
         "memory_subscriptions": args.memory_subscriptions,
         "generate_concurrency": args.generate_concurrency,
         "generate_seconds": args.generate_seconds,
