@@ -54,9 +54,10 @@ async def test_a_watcher_on_one_instance_sees_what_another_instance_did(
             await start_account(ws)
             signup = await next_change(ws, within=WAIT)
             created = (await two.generate(user))["data"]["generateStory"]
-            await two.report(projectId=created["id"], status="COMPLETED")
+            done = await two.report(projectId=created["id"], status="COMPLETED")
+            assert "errors" not in done, done
             changes = await until(
-                ws, lambda seen: any(c.get("status") == "COMPLETED" for c in seen)
+                ws, lambda seen: any(c.get("status") == "COMPLETED" for c in seen), within=30
             )
         check_order([signup, *changes])
         [charge] = [c for c in changes if is_balance(c)]
