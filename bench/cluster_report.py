@@ -113,7 +113,7 @@ def ceiling_section(results: Results, sizes: dict[str, Any]) -> str:
     )
     return (
         f"Three Storyline instances on one PostgreSQL, {sizes['ceiling_watchers']:,} watchers "
-        "(one project each) spread over them; `updateStatus` sent to the first instance, "
+        "(one project each) spread over them; `updateStatus` spread over the instances, "
         f"spread over the projects, {sizes['ceiling_seconds']:g} s per step, rising until p99 "
         f"delivery passes {limit:g} ms. Highest rate with p99 ≤ {limit:g} ms: **{below}**.\n\n"
         + table(
@@ -146,9 +146,11 @@ METHOD = """- **Reconnect storm** (scenario `storm`, on demand: `python -m bench
   event received) over the time from the first reconnect to the last; the target compares
   it with the floor's, where a watcher is ready once its subscription is acknowledged.
 - **One PostgreSQL's ceiling** (scenario `ceiling`, on demand). Three Storyline instances,
-  the watchers spread over them, one load process per instance; a ladder of `updateStatus`
-  rates (`ceiling_rates`), each step as the wide scenario measures it, stopping at the first
-  step whose p99 delivery passes `ceiling_p99_ms`. During each step a connection of its own
+  the watchers spread over them, one load process per instance; the pipeline's connections
+  spread over the instances too; a ladder of `updateStatus` rates (`ceiling_rates`), each
+  step as the wide scenario measures it, stopping at the first step whose p99 delivery
+  passes `ceiling_p99_ms` (after an unrecorded 2 s at the first rate: the instances' first
+  requests). During each step a connection of its own
   reads `pg_stat_activity` every 50 ms: each active backend counts once under its wait
   event, `CPU:running` if it waits for nothing. Read the histogram as backends busy on
   average: `Lock:object` (the one cluster-wide lock every notifying commit takes) or

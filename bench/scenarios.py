@@ -599,11 +599,14 @@ class Bench:
         per_update: int,
         streams: list[str] | None = None,
         pids: list[int] | None = None,
+        ports: list[int] | None = None,
     ) -> dict[str, Any]:
         """Send updates at ``rate`` for ``duration`` (to ``server``); collect every delivery's
         latency. ``streams``: the subscriptions each watcher carries (``connect``'s fields),
         whose deliveries are also summed up one by one under ``by_field``. ``pids``: the
-        server processes whose CPU is ``cpu_server`` (default: ``server``'s)."""
+        server processes whose CPU is ``cpu_server`` (default: ``server``'s); ``ports``: the
+        instances whose ``updateStatus`` the pipeline spreads its connections over (default:
+        ``server``'s)."""
         assert self.postgres is not None
         system = server.system
         seq_start = self.next_seq
@@ -617,7 +620,12 @@ class Bench:
             "concurrency": 32,
         }
         if system in ("storyline", "naive"):
-            command |= {"via": "graphql", "port": server.port, "token": self.pipeline_token}
+            command |= {
+                "via": "graphql",
+                "port": server.port,
+                "ports": ports or [server.port],
+                "token": self.pipeline_token,
+            }
         else:
             command |= {"via": "sql", "dsn": self.postgres.url(DATABASES[system])}
         driver = await self.start_driver(command)
