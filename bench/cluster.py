@@ -82,6 +82,8 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
         await bench.postgres.fetch(
             database, STORM_STAGE_SQL, f"b{seq}:{killed_ns}", [p for p, _ in watchers]
         )
+        pids = [server.pid for server in survivors if server.pid is not None]
+        cpu_before = cpu_of(pids), cpu_of(bench.postgres.pids())
         started = time.monotonic()
         answers = await asyncio.gather(
             *(
@@ -98,6 +100,10 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
             )
         )
         seconds = time.monotonic() - started
+        cpu = {
+            "cpu_server": cpu_delta(cpu_before[0], cpu_of(pids)) / seconds,
+            "cpu_db": cpu_delta(cpu_before[1], cpu_of(bench.postgres.pids())) / seconds,
+        }
         after = bench.summary(answers)
         current = await current_state(bench, again, system, seq, watchers, killed_ns)
     return bench.record(
@@ -110,6 +116,7 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
         reconnect=after,
         reconnect_seconds=seconds,
         subscriptions_per_s=after["ready"] / seconds if seconds else 0.0,
+        **cpu,
         **current,
     )
 
@@ -164,8 +171,8 @@ def log_storm(row: dict[str, Any]) -> None:
         f"  storm {row['system']:10} W={row['watchers']:5}: first connect "
         f"{row['connect']['seconds']:.2f} s; after the kill {after['ready']} reconnected "
         f"({after['failed']} failed) in {row['reconnect_seconds']:.2f} s = "
-        f"{row['subscriptions_per_s']:.0f}/s{state}"
-        + (f"  errors {after['errors'][:1]}" if after["errors"] else "")
+        f"{row['subscriptions_per_s']:.0f}/s{state}; cpu survivors {row['cpu_server']:.2f} "
+        f"db {row['cpu_db']:.2f}" + (f"  errors {after['errors'][:1]}" if after["errors"] else "")
     )
 
 

@@ -20,7 +20,7 @@ def seconds(value: float) -> str:
 
 
 def storm_section(results: Results, sizes: dict[str, Any]) -> str:
-    from bench.report import LABELS, fmt, median, per_run, shown, table, verdict
+    from bench.report import LABELS, cores, fmt, median, per_run, shown, table, verdict
 
     rows = []
     for system in results.systems("storm"):
@@ -44,6 +44,8 @@ def storm_section(results: Results, sizes: dict[str, Any]) -> str:
                 fmt(med("subscriptions_per_s"), 0) + "/s",
                 fmt(current, 0),
                 seconds(results.med("storm", system, lambda r: r.get("all_current_s") or math.nan)),
+                cores(med("cpu_server")),
+                cores(med("cpu_db")),
             ]
         )
     ratios = results.ratios("storm", "subscriptions_per_s", "storyline", "ws-floor", {})
@@ -54,7 +56,8 @@ def storm_section(results: Results, sizes: dict[str, Any]) -> str:
         "one of the two survivors (round-robin) and subscribes again. Each watched project "
         "changed while A was down: *current* counts the watchers whose first event after "
         "the reconnect was that change, *all current* is when the last one had it, counted "
-        "from the kill (the bare WebSocket server sends no state on subscribe).\n\n"
+        "from the kill (the bare WebSocket server sends no state on subscribe). CPU (cores, "
+        "both survivors together) over the reconnect.\n\n"
         + table(
             [
                 "system",
@@ -64,6 +67,8 @@ def storm_section(results: Results, sizes: dict[str, Any]) -> str:
                 "subscriptions/s",
                 "current",
                 "all current",
+                "CPU survivors",
+                "CPU PostgreSQL",
             ],
             rows,
         )
