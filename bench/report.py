@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import cluster_report
+
 PLOT = "benchmark-hot-fanout.png"
 PROFILE_HOT = "profile-hot-fanout.txt"
 PROFILE_GENERATE = "profile-generate.txt"
@@ -228,6 +230,12 @@ def write_report(document: dict[str, Any], out: Path) -> None:
         users = sizes["account_users"]
         add(f"\n## 5. The editors' dashboard: {users:,} users, accountChanges + projectStatus\n\n")
         add(account_section(results, sizes))
+    if results.systems("storm"):
+        add(f"\n## Reconnect storm: {sizes['storm_watchers']:,} watchers, one instance killed\n\n")
+        add(cluster_report.storm_section(results, sizes))
+    if results.systems("ceiling"):
+        add("\n## The ceiling of one PostgreSQL: three instances, updateStatus rising\n\n")
+        add(cluster_report.ceiling_section(results, sizes))
     add("\n## Where Storyline's time goes in hot fan-out\n\n")
     add(profile_section(out / PROFILE_HOT, "a separate hot fan-out pass", "hot"))
     add("\n## Where Storyline's time goes on the editors' dashboard\n\n")
@@ -240,6 +248,7 @@ def write_report(document: dict[str, Any], out: Path) -> None:
     add(notes_section(results))
     add("\n## How it is measured\n\n")
     add(method_section(sizes))
+    add(cluster_report.METHOD)
     (out / "benchmarks.md").write_text("".join(parts))
 
 
@@ -379,6 +388,18 @@ def targets(results: Results, sizes: dict[str, Any]) -> str:
         suffix=" KB",
         baseline_match={"field": "projectStatus"},
     )
+    if results.systems("storm"):
+        add_ratio(
+            f"Reconnect storm: subscriptions/s ≥ {cluster_report.STORM_GOAL:g}{X} the floor's",
+            "storm",
+            "subscriptions_per_s",
+            "ws-floor",
+            {},
+            cluster_report.STORM_GOAL,
+            at_least=True,
+            suffix="/s",
+            digits=0,
+        )
     add_value(
         "generateStory ≥ 400/s",
         "generate",
@@ -770,6 +791,9 @@ make bench                                   # the full run (25 minutes or so he
 .venv/bin/python -m bench --quick            # small sizes, one run; report in bench/.cache/quick/
 .venv/bin/python -m bench --scenarios hot --systems storyline,postgraphile --runs 1 --out /tmp/b
 .venv/bin/python -m bench --report-only bench/.cache/results/LATEST.json   # re-render the page
+.venv/bin/python -m bench --scenarios storm --runs 1 --no-profile    # on demand: reconnect storm
+.venv/bin/python -m bench --scenarios ceiling --runs 1 --no-profile  # on demand: one PostgreSQL's
+                                             # ceiling (--ceiling-rates 100,200,400,800)
 .venv/bin/python -m bench --help             # every size: watchers, rates, durations, processes
 .venv/bin/python -m bench.statements         # generateStory's SQL: SQLAlchemy vs driver vs asyncpg
 .venv/bin/python -m bench.operations         # one mutation in process: CPU per call, and what

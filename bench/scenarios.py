@@ -20,6 +20,7 @@ from typing import Any
 import jwt
 import numpy as np
 
+from bench import cluster
 from bench.harness import (
     PYTHON,
     ROOT,
@@ -71,6 +72,9 @@ MEMORY_SYSTEMS = ["ws-floor", "naive", "postgraphile", "storyline"]
 ACCOUNT_SYSTEMS = ["storyline"]  # no other system here has accountChanges
 GENERATE_SYSTEMS = ["floor", "storyline"]
 SCENARIOS = ["hot", "wide", "memory", "account", "generate"]
+# Run only when named (--scenarios): several instances each, and long.
+ON_DEMAND = ["storm", "ceiling"]
+STORM_SYSTEMS = ["ws-floor", "storyline"]
 
 # The naive stack and PostGraphile do not use Storyline's notification trigger.
 DROP_STORYLINE_TRIGGER = "DROP TRIGGER projects_notify ON projects"
@@ -113,6 +117,12 @@ class Sizes:
     account_rate: float = 250.0
     account_seconds: float = 20.0  # a whole keep-alive interval, as wide
     memory_subscriptions: int = 5000
+    storm_watchers: int = 5000
+    storm_concurrency: int = 256  # handshakes in flight per reconnecting load process
+    ceiling_watchers: int = 3000
+    ceiling_rates: list[float] = field(default_factory=lambda: [100.0, 200.0, 400.0, 800.0])
+    ceiling_seconds: float = 5.0
+    ceiling_p99_ms: float = 100.0
     generate_concurrency: int = 32
     generate_seconds: float = 8.0
     generate_warmup: float = 2.0
@@ -136,6 +146,10 @@ QUICK = Sizes(
     account_rate=50.0,
     account_seconds=3.0,
     memory_subscriptions=300,
+    storm_watchers=300,
+    ceiling_watchers=300,
+    ceiling_rates=[50.0, 100.0, 200.0],
+    ceiling_seconds=3.0,
     generate_seconds=3.0,
     generate_warmup=1.0,
     drain_seconds=5.0,
@@ -221,6 +235,8 @@ class Bench:
             "memory": MEMORY_SYSTEMS,
             "account": ACCOUNT_SYSTEMS,
             "generate": GENERATE_SYSTEMS,
+            "storm": STORM_SYSTEMS,
+            "ceiling": ["storyline"],
         }[scenario]
         chosen = [system for system in pool if self.only is None or system in self.only]
         # Rotate the order from run to run, so that drift on the machine spreads evenly.
@@ -238,7 +254,13 @@ class Bench:
         needed = self.needed_systems()
         databases = sorted({DATABASES[system] for system in needed})
         log(f"databases: {', '.join(databases)}")
-        seeds = max(self.sizes.wide_watchers, self.sizes.memory_subscriptions)
+        sizes = self.sizes
+        seeds = max(
+            sizes.wide_watchers,
+            sizes.memory_subscriptions,
+            sizes.storm_watchers if "storm" in self.scenarios else 0,
+            sizes.ceiling_watchers if "ceiling" in self.scenarios else 0,
+        )
         for database in databases:
             await self.postgres.create(database)
             if database == "naive":
@@ -451,7 +473,8 @@ class Bench:
             await child.stop()
 
     @contextlib.asynccontextmanager
-    async def load_processes(self) -> AsyncIterator[list[Child]]:
+    async def load_processes(self, count: int | None = None) -> AsyncIterator[list[Child]]:
+        """``count`` load processes (default: the sizes' ``load_processes``)."""
         children = [
             Child(
                 f"load-{index}",
@@ -459,7 +482,7 @@ class Bench:
                 log=self.logs / "load.log",
                 pipes=True,
             )
-            for index in range(self.sizes.load_processes)
+            for index in range(self.sizes.load_processes if count is None else count)
         ]
         try:
             for child in children:
@@ -575,10 +598,15 @@ class Bench:
         duration: float,
         per_update: int,
         streams: list[str] | None = None,
+        pids: list[int] | None = None,
+        ports: list[int] | None = None,
     ) -> dict[str, Any]:
-        """Send updates at ``rate`` for ``duration``; collect every delivery's latency.
-        ``streams``: the subscriptions each watcher carries (``connect``'s fields), whose
-        deliveries are also summed up one by one under ``by_field``."""
+        """Send updates at ``rate`` for ``duration`` (to ``server``); collect every delivery's
+        latency. ``streams``: the subscriptions each watcher carries (``connect``'s fields),
+        whose deliveries are also summed up one by one under ``by_field``. ``pids``: the
+        server processes whose CPU is ``cpu_server`` (default: ``server``'s); ``ports``: the
+        instances whose ``updateStatus`` the pipeline spreads its connections over (default:
+        ``server``'s)."""
         assert self.postgres is not None
         system = server.system
         seq_start = self.next_seq
@@ -592,12 +620,17 @@ class Bench:
             "concurrency": 32,
         }
         if system in ("storyline", "naive"):
-            command |= {"via": "graphql", "port": server.port, "token": self.pipeline_token}
+            command |= {
+                "via": "graphql",
+                "port": server.port,
+                "ports": ports or [server.port],
+                "token": self.pipeline_token,
+            }
         else:
             command |= {"via": "sql", "dsn": self.postgres.url(DATABASES[system])}
         driver = await self.start_driver(command)
         try:
-            pids = self.server_pids(server)
+            pids = self.server_pids(server) if pids is None else pids
             db_before, server_before = cpu_of(self.postgres.pids()), cpu_of(pids)
             wall_start = time.monotonic()
             sent = await driver.read()
@@ -1116,6 +1149,10 @@ class Bench:
                 await self.account(run)
             if "generate" in self.scenarios:
                 await self.generate(run)
+            if "storm" in self.scenarios:
+                await cluster.storm(self, run)
+            if "ceiling" in self.scenarios:
+                await cluster.ceiling(self, run)
         if "hot" in self.scenarios and (self.only is None or "storyline" in self.only):
             log("profiling Storyline during hot fan-out")
             await self.profile()
