@@ -13,8 +13,10 @@ lower layers:
 3. ``services`` (what a running instance shares)
 4. ``usecases`` (what a caller can ask of Storyline)
 5. what drives the use cases: ``schema`` (GraphQL) and ``jobs`` (the background sweeper)
-6. entry points: ``app``, ``server``, ``migrations``
-7. ``cli``
+6. what the app is assembled from: ``lifespan`` (what a running instance opens, runs and
+   closes), ``probes`` (its health and metrics endpoints)
+7. entry points: ``app``, ``server``, ``migrations``
+8. ``cli``
 
 And no import cycle between any two modules of storyline.
 """
@@ -48,6 +50,7 @@ LAYERS: list[set[str]] = [
     {"services"},
     {"usecases"},
     {"schema", "jobs"},
+    {"lifespan", "probes"},
     {"app", "server", "migrations"},
     {"cli"},
 ]

@@ -584,7 +584,7 @@ async def test_storyline_watchers_get_the_terminal_status_written_after_a_postgr
 
 
 async def test_storyline_cleans_up_after_its_listener_failed_to_connect() -> None:
-    """What app.py's lifespan does when start-up fails: disconnect() after connect() raised.
+    """What storyline.lifespan does when start-up fails: disconnect() after connect() raised.
 
     (There connect() gives up after 30 s, or is never reached when the database is down;
     here it is cut short. Either way the Broadcast's listener task was never created.)
