@@ -5,6 +5,9 @@
 - ``books``: what the database holds, read behind the API's back
 - ``databases``: databases of a test's own, created (and migrated) on the test server
 - ``watch``: WebSocket clients of projectStatus, and the one reader that skips keep-alives
+- ``waiting``: bounded waits: for a condition, for counts to settle, on a background task
+- ``outages``: a Storyline whose listener a test cuts off, and its readiness (/readyz)
+- ``hubs``: broadcaster's stock Postgres backend and Storyline's hub behind one interface
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``balancer``: HAProxy, as docs/operations.md configures it, in front of such processes
