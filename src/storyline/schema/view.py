@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
@@ -22,7 +22,13 @@ from storyline.compat.strawberry import (
     sub_response_of,
 )
 from storyline.domain.errors import Unauthenticated
-from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate, not_executed
+from storyline.graphql_http import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    negotiate,
+    not_executed,
+    refusal,
+)
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
 from storyline.schema.fanout import FanoutTransportWS
@@ -64,10 +70,9 @@ class GraphQLApp(GraphQLView[Context, None]):
                 raise
             # strawberry answers its refusals (unreadable JSON, wrong method or operation
             # type, no query) in plain text; clients read GraphQL errors with a code.
-            error = {"message": refused.reason, "extensions": {"code": "BAD_USER_INPUT"}}
             media_type = negotiate(request.headers.get("accept"))
-            return JSONResponse(
-                {"errors": [error]},
+            return Response(
+                refusal(refused.reason),
                 status_code=refused.status_code,
                 media_type=f"{media_type}; charset=utf-8",
             )
