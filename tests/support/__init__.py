@@ -5,6 +5,7 @@
 - ``books``: what the database holds, read behind the API's back
 - ``databases``: databases of a test's own, created (and migrated) on the test server
 - ``watch``: WebSocket clients of projectStatus, and the one reader that skips keep-alives
+- ``logs``: what was logged while a block ran (``errors_logged``: ERROR records, uvicorn's too)
 - ``waiting``: bounded waits: for a condition, for counts to settle, on a background task
 - ``outages``: a Storyline whose listener a test cuts off, and its readiness (/readyz)
 - ``hubs``: broadcaster's stock Postgres backend and Storyline's hub behind one interface
@@ -32,6 +33,7 @@ from tests.support.client import (
     UPSTREAM_TOKEN,
     Api,
     Client,
+    bearer,
     client,
     new_user,
     token,
@@ -48,6 +50,7 @@ __all__ = [
     "Api",
     "Books",
     "Client",
+    "bearer",
     "books",
     "client",
     "free_port",
