@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 
 from storyline.config import Settings
 from storyline.jobs.sweeper import run_sweeper
 from storyline.live.hub import ProjectBroadcast
 from storyline.metrics import Metrics
-from storyline.persistence.database import Database
+from storyline.persistence.database import Database, Unreachable
 from storyline.persistence.listener import PostgresListener
 from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
@@ -103,7 +102,7 @@ async def _wait_for_database(database: Database, *, attempts: int = 30) -> None:
         try:
             await database.ping()
             return
-        except (OSError, OperationalError, DBAPIError):
+        except Unreachable:
             if attempt == attempts - 1:
                 raise
             log.warning("database not reachable yet; retrying")

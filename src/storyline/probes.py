@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from storyline.persistence.database import Unreachable
 from storyline.services import Services
 
 
@@ -26,7 +26,7 @@ async def readyz(request: Request) -> Response:
         async with asyncio.timeout(2):
             await services.database.ping()
         database = "ok"
-    except (OSError, DBAPIError, TimeoutError):
+    except (Unreachable, TimeoutError):
         database = "unreachable"
     ready = database == "ok" and listener == "connected"
     return JSONResponse(

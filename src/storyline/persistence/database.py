@@ -108,6 +108,13 @@ class Transaction:
         await self._driver.execute(statement.sql, *statement.arguments(values))
 
 
+class Unreachable(Exception):
+    """The database did not answer."""
+
+
+_SELECT_1 = DriverStatement.of(text("SELECT 1"))
+
+
 class Database:
     """The engine's pool, and the two ways into it."""
 
@@ -136,9 +143,22 @@ class Database:
             yield Transaction(driver)
 
     async def ping(self) -> None:
-        """``SELECT 1``; raises SQLAlchemy's DBAPIError (or OSError) when the database is away."""
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        """``SELECT 1`` on a pooled connection, the way every statement goes; raises
+        Unreachable when the database does not answer."""
+        # What a connection refused or lost raises: OSError (refused, reset, timed out),
+        # asyncpg's errors (a server refusing connections, a connection closed under the
+        # statement), and the pool's DBAPI errors (SQLAlchemy's adaptation of asyncpg's).
+        away = (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            self.engine.dialect.loaded_dbapi.Error,
+        )
+        try:
+            async with self.autocommit() as tx:
+                await tx.fetchval(_SELECT_1)
+        except away as error:
+            raise Unreachable(str(error)) from error
 
     async def dispose(self) -> None:
         await self.engine.dispose()
