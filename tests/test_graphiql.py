@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from playwright.async_api import Locator, Page, WebSocket, expect
 
 from storyline.web import graphiql
-from tests.support import Api, new_user, token
+from tests.support import Api, bearer, new_user
 from tests.support.browser import csp_directives
 from tests.support.graphiql import served_graphiql
 
@@ -140,7 +140,7 @@ async def test_offline_graphiql_orders_a_story_and_watches_it_complete(
     # A tab of our own beside the welcome one: with two, each shows its operation's name,
     # which tells when GraphiQL has read what was pasted (it runs the one it last read).
     await page.get_by_role("button", name="Add tab").click()
-    authorization = {"Authorization": f"Bearer {token(new_user())}"}
+    authorization = {"Authorization": bearer(new_user())}
     await paste(page, headers, json.dumps(authorization))
     await paste(
         page,

@@ -3,19 +3,23 @@
 Layers, lowest first; a module may import only from its own package or module and from
 lower layers:
 
-0. foundations, which know nothing of the rest: ``domain`` (pure rules, no I/O),
-   ``compat`` (third-party internals), ``config``, ``logs``, ``metrics``, ``faults``,
-   ``limits``, ``graphql_http``, ``web``, ``telemetry`` (OpenTelemetry's libraries, wired
-   by the app)
-1. adapters: ``persistence`` (SQL), ``upstream`` (the video service), ``auth`` (tokens),
+0. ``graphql_http``: GraphQL over HTTP's media types and the body of a refused request,
+   which every part that answers HTTP requests shares (the body limit, uvicorn's protocol
+   in compat, the GraphQL view)
+1. foundations, which know nothing of the rest but layer 0: ``domain`` (pure rules, no
+   I/O), ``compat`` (third-party internals), ``config``, ``logs``, ``metrics``, ``faults``,
+   ``limits``, ``web``, ``telemetry`` (OpenTelemetry's libraries, wired by the app)
+2. adapters: ``persistence`` (SQL), ``upstream`` (the video service), ``auth`` (tokens),
    ``websocket`` (the server's protocol)
-2. ``live`` (status events and their routing to subscribers)
-3. ``services`` (what a running instance shares)
-4. ``usecases`` (what a caller can ask of Storyline)
-5. what drives the use cases: ``schema`` (GraphQL) and ``jobs`` (the background sweeper)
-6. entry points: ``app``, ``server``, ``migrations``, ``trusted_documents`` (the manifest
+3. ``live`` (status events and their routing to subscribers)
+4. ``services`` (what a running instance shares)
+5. ``usecases`` (what a caller can ask of Storyline)
+6. what drives the use cases: ``schema`` (GraphQL) and ``jobs`` (the background sweeper)
+7. what the app is assembled from: ``lifespan`` (what a running instance opens, runs and
+   closes), ``probes`` (its health and metrics endpoints)
+8. entry points: ``app``, ``server``, ``migrations``, ``trusted_documents`` (the manifest
    command's)
-7. ``cli``
+9. ``cli``
 
 And no import cycle between any two modules of storyline.
 """
@@ -32,6 +36,7 @@ PACKAGE = SOURCE / "storyline"
 CLIENT = SOURCE.parent / "clients" / "pipeline" / "src" / "storyline_pipeline"
 
 LAYERS: list[set[str]] = [
+    {"graphql_http"},
     {
         "domain",
         "compat",
@@ -40,7 +45,6 @@ LAYERS: list[set[str]] = [
         "metrics",
         "faults",
         "limits",
-        "graphql_http",
         "web",
         "telemetry",
     },
@@ -49,6 +53,7 @@ LAYERS: list[set[str]] = [
     {"services"},
     {"usecases"},
     {"schema", "jobs"},
+    {"lifespan", "probes"},
     {"app", "server", "migrations", "trusted_documents"},
     {"cli"},
 ]

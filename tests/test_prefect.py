@@ -38,6 +38,7 @@ from storyline_pipeline.prefect import (
     report_status,
 )
 from tests.support import Api, books, new_user, serving, token
+from tests.support.logs import logged
 from tests.support.watch import connected, messages, start
 
 PIPELINE_TOKEN = token("pipeline", Role.PIPELINE)
@@ -122,25 +123,11 @@ async def flaky_proxy(api: Api, failures: int) -> AsyncIterator[tuple[FlakyProxy
         yield proxy, url + "/graphql"
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
-def log_records() -> Iterator[Records]:
-    """Every log message of Prefect and of this process while the test runs."""
-    records = Records()
-    loggers = [logging.getLogger(), logging.getLogger("prefect")]
-    for logger in loggers:
-        logger.addHandler(records)
-    yield records
-    for logger in loggers:
-        logger.removeHandler(records)
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Every log record of Prefect and of this process while the test runs."""
+    with logged(logging.DEBUG, "prefect") as records:
+        yield records
 
 
 @pytest.mark.usefixtures("prefect_harness", "pipeline_env")
@@ -201,7 +188,7 @@ async def test_flow_that_raises_ends_failed_and_refunded(api: Api, engine: Async
 
 @pytest.mark.usefixtures("prefect_harness", "pipeline_env")
 async def test_report_refused_with_503_at_first_is_retried_and_lands(
-    api: Api, log_records: Records
+    api: Api, log_records: list[logging.LogRecord]
 ) -> None:
     _, project_id = await new_project(api)
     async with flaky_proxy(api, failures=3) as (proxy, url):
@@ -217,8 +204,9 @@ async def test_report_refused_with_503_at_first_is_retried_and_lands(
     ]
     project = await project_row(api, project_id)
     assert (project["status"], project["progress"]) == ("COMPLETED", 100)
-    assert any("Retry 3/" in message for message in log_records.messages)
-    assert not any(PIPELINE_TOKEN in message for message in log_records.messages)
+    messages = [record.getMessage() for record in log_records]
+    assert any("Retry 3/" in message for message in messages)
+    assert not any(PIPELINE_TOKEN in message for message in messages)
 
 
 @flow

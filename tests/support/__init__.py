@@ -6,6 +6,10 @@
 - ``databases``: databases of a test's own, created (and migrated) on the test server
 - ``watch``: WebSocket clients of projectStatus, and the one reader that skips keep-alives
 - ``live_documents``: hypothesis's subscription documents for the live fields
+- ``logs``: what was logged while a block ran (``errors_logged``: ERROR records, uvicorn's too)
+- ``waiting``: bounded waits: for a condition, for counts to settle, on a background task
+- ``outages``: a Storyline whose listener a test cuts off, and its readiness (/readyz)
+- ``hubs``: broadcaster's stock Postgres backend and Storyline's hub behind one interface
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``balancer``: HAProxy, as docs/operations.md configures it, in front of such processes
@@ -30,6 +34,7 @@ from tests.support.client import (
     UPSTREAM_TOKEN,
     Api,
     Client,
+    bearer,
     client,
     new_user,
     token,
@@ -46,6 +51,7 @@ __all__ = [
     "Api",
     "Books",
     "Client",
+    "bearer",
     "books",
     "client",
     "free_port",
