@@ -109,10 +109,8 @@ async def test_a_huge_error_message_still_reaches_the_watcher(
             events = await asyncio.wait_for(watching, 10)
     assert steps([first]) == [("PROCESSING", 2, None)]
     assert [(e["status"], e["version"]) for e in events] == [("FAILED", 3)]
-    shown = events[0]["errorMessage"]
-    assert shown, "the event carries no error message"
-    assert len(shown) <= 1000, len(shown)
-    assert message.startswith(shown)
+    # The notification carried the message cut to fit; the watcher is sent the row's state.
+    assert events[0]["errorMessage"] == message
     stored = await api.data(PROJECT_QUERY, {"id": project["id"]}, auth=token(user))
     assert stored["project"]["status"] == "FAILED"
     assert stored["project"]["errorMessage"] == message

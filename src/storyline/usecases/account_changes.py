@@ -13,6 +13,7 @@ The contract's rules (account-changes.graphql), and how they hold here:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from itertools import chain
@@ -20,7 +21,7 @@ from itertools import chain
 from storyline.auth import Principal
 from storyline.domain.errors import BadUserInput, Unauthenticated
 from storyline.live.events import AccountEvent, BalanceEvent, ProjectEvent
-from storyline.persistence import accounts
+from storyline.persistence import accounts, projects
 from storyline.persistence.snapshots import AccountState, Snapshot, account_state
 from storyline.services import Services
 
@@ -59,6 +60,10 @@ async def watch_account(
         event: AccountEvent | None = None
         while True:
             for event in chain(fresh, filter(sent.admits, events)):
+                if isinstance(event, ProjectEvent) and event.truncated:
+                    # The trigger cut a text to fit a notification; the row holds it whole.
+                    event = await _whole(services, event)
+                    sent.note(event)
                 yield event
             # An idle subscription holds no account data while it waits.
             fresh, events, event = [], [], None
@@ -114,14 +119,28 @@ class _Sent:
             return True
         if self.snapshot.saw(event.xid):
             return False  # the last read showed this version or a newer one
-        # Notifications come in commit order: this version is newer than any sent.
+        if self.recent is not None and event.version <= self.recent.get(event.project_id, 0):
+            return False  # a row read in place of a cut notification was newer already
+        # Notifications come in commit order: otherwise this version is newer than any sent.
+        self.note(event)
+        return True
+
+    def note(self, event: ProjectEvent) -> None:
+        """Count ``event``, sent live, as its project's newest state sent."""
         if self.recent is None:
             self.recent = {}
         self.recent.pop(event.project_id, None)
         if len(self.recent) >= RECENT_LIMIT:
             del self.recent[next(iter(self.recent))]
         self.recent[event.project_id] = event.version
-        return True
+
+
+async def _whole(services: Services, event: ProjectEvent) -> ProjectEvent:
+    """The project's row in place of a notification whose text the trigger cut (or the
+    event itself, should the row be gone or, impossibly, older)."""
+    async with services.database.autocommit() as tx:
+        record = await projects.get(tx, project_id=uuid.UUID(event.project_id))
+    return event if record is None or record.version < event.version else ProjectEvent.of(record)
 
 
 async def _read(

@@ -48,6 +48,11 @@ async def watch_project(
             for event in events:
                 if event.version <= last:
                     continue
+                if event.truncated:
+                    # The trigger cut a text to fit a notification; the row holds it whole.
+                    record = await _read(services, key)
+                    if record is not None and record.version >= event.version:
+                        event = ProjectEvent.of(record)
                 last = event.version
                 yield event
                 if event.status.terminal:
