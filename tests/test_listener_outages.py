@@ -149,8 +149,9 @@ async def test_storyline_watchers_get_the_terminal_status_written_after_a_postgr
     own_server: Any, fake_upstream: tuple[FakeVideoService, str]
 ) -> None:
     database = await migrated_database(own_server.get_uri())
+    # A loaded machine may keep the fake video service from answering within the usual 1 s.
     async with storyline(
-        database, upstream_url=fake_upstream[1], upstream_token=UPSTREAM_TOKEN
+        database, upstream_url=fake_upstream[1], upstream_token=UPSTREAM_TOKEN, upstream_timeout=10
     ) as api:
         user = new_user()
         project = (await api.generate(user))["data"]["generateStory"]
