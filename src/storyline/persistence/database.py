@@ -14,8 +14,9 @@ and updateStatus, the mutations clients send at rate, are bound by that CPU.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ from storyline.compat.sqlalchemy import compile_positional, pooled_driver_connec
 from storyline.persistence.engine import create_engine
 
 _NO_VALUES: Mapping[str, object] = {}
+# Seconds a request waits for PostgreSQL to accept connections again (a restart, a
+# failover) before it fails; between tries, pauses doubling from the first to the last.
+CHECKOUT_PATIENCE = 5.0
+CHECKOUT_PAUSES = (0.05, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +96,9 @@ class Transaction:
 class Database:
     """The engine's pool, and the two ways into it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, patience: float = CHECKOUT_PATIENCE) -> None:
         self.engine = engine
+        self.patience = patience
 
     @classmethod
     def open(cls, url: str, *, pool_size: int) -> Database:
@@ -103,17 +109,37 @@ class Database:
         """BEGIN … COMMIT, or ROLLBACK when the block raises. ``snapshot``: read only, and
         every statement sees the one snapshot the first one took (REPEATABLE READ)."""
         isolation = "repeatable_read" if snapshot else None
-        async with (
-            pooled_driver_connection(self.engine) as driver,
-            driver.transaction(isolation=isolation, readonly=snapshot),
-        ):
-            yield Transaction(driver)
+        async with AsyncExitStack() as stack:
+            driver = await self._checkout(stack)
+            async with driver.transaction(isolation=isolation, readonly=snapshot):
+                yield Transaction(driver)
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Transaction]:
         """No BEGIN and COMMIT round trips: each statement is its own transaction."""
-        async with pooled_driver_connection(self.engine) as driver:
-            yield Transaction(driver)
+        async with AsyncExitStack() as stack:
+            yield Transaction(await self._checkout(stack))
+
+    async def _checkout(self, stack: AsyncExitStack) -> asyncpg.Connection:
+        """A connection from the pool, given back when ``stack`` closes. While PostgreSQL
+        refuses connections (a pooled one found dead and no new one accepted: a restart),
+        tried again for up to ``patience`` seconds: nothing of the request has been sent
+        yet, so trying again cannot do anything twice."""
+        refused = (OSError, self.engine.dialect.loaded_dbapi.Error)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.patience
+        pause, longest = CHECKOUT_PAUSES
+        while True:
+            try:
+                driver: asyncpg.Connection = await stack.enter_async_context(
+                    pooled_driver_connection(self.engine)
+                )
+                return driver
+            except refused:
+                if loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(longest, pause * 2)
 
     async def ping(self) -> None:
         """``SELECT 1``; raises SQLAlchemy's DBAPIError (or OSError) when the database is away."""
