@@ -7,7 +7,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench browser fuzz hypothesis
+.PHONY: run test lint format bench browser pgbouncer balancer fuzz hypothesis
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
@@ -30,7 +30,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint browser
+test: lint browser pgbouncer balancer
 	$(VENV)/bin/pytest
 
 # The editor page's tests drive Debian's Chromium; on CI (root, apt) it is installed when missing.
@@ -38,6 +38,25 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not found: the browser tests will be skipped"; }
+
+# The PgBouncer tests start Debian's pgbouncer on a port of their own; on CI (root, apt) it
+# is installed when missing, and the system service the package starts is stopped.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq pgbouncer \
+	  >/dev/null && { systemctl disable --now pgbouncer || service pgbouncer stop || true; } \
+	  >/dev/null 2>&1) || echo "pgbouncer not found: the PgBouncer tests will be skipped"; }
+
+# The load-balancer test runs Debian's HAProxy (active health checks on /readyz, which nginx
+# has only in its commercial edition); on CI (root, apt) it is installed when missing, and
+# the packaged service is kept from running: the test starts its own, on a free port.
+balancer:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq haproxy >/dev/null) \
+	  && { systemctl disable --now haproxy >/dev/null 2>&1 || service haproxy stop >/dev/null 2>&1; \
+	       update-rc.d haproxy disable >/dev/null 2>&1; true; } \
+	  || echo "haproxy not found: the load-balancer test will be skipped"; }
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'

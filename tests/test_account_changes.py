@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from storyline.auth import Role
+from storyline.persistence.snapshots import Snapshot
 from tests.support import Api, new_user, token
 from tests.support.watch import (
     LEGACY_WS,
@@ -217,3 +218,24 @@ async def test_the_first_changes_of_a_new_account_create_it(api: Api) -> None:
         first = await next_change(ws, within=WAIT)
     assert first["balance"] == api.services.settings.signup_credits
     assert first["entry"]["kind"] == "GRANT"
+
+
+@pytest.mark.parametrize("text", ["100:105:", "100:105:101,103", "7:7:"])
+def test_a_snapshot_reads_back_as_postgresql_wrote_it(text: str) -> None:
+    assert Snapshot.parse(text).text == text
+
+
+def test_a_snapshot_saw_what_had_committed_when_it_was_taken() -> None:
+    snapshot = Snapshot.parse("100:105:101,103")
+    seen = {xid: snapshot.saw(xid) for xid in (None, 99, 100, 101, 102, 103, 104, 105, 200)}
+    assert seen == {
+        None: True,  # a row written before xids were kept
+        99: True,
+        100: True,
+        101: False,  # still running then
+        102: True,
+        103: False,
+        104: True,
+        105: False,  # not yet begun
+        200: False,
+    }

@@ -1,7 +1,8 @@
-"""The served schema keeps everything of the public contract (it may add, never change).
+"""The served schema keeps everything of the public contract (it may add, never change), and
+the repository's copies of the contract are the shared one's.
 
 The contract is schema.graphql and its extensions (account-changes.graphql, which extends
-the Subscription type): copies of the shared files, kept equal to them."""
+the Subscription type), and the runtime contract (docs/contract/runtime.md)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,21 @@ from graphql import parse as parse_document
 
 from storyline.schema.roots import build_schema as storyline_schema
 
-HERE = Path(__file__).parent / "contract"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "contract"
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "tests" / "contract"
+RUNTIME = ROOT / "docs" / "contract" / "runtime.md"
 BASE = "schema.graphql"
 EXTENSIONS = ("account-changes.graphql",)
+# shared/ lies beside the clone (CI's layout), or beside a folder of worktrees.
+SHARED = next(
+    (
+        folder / "shared" / "contract"
+        for folder in ROOT.parents
+        if (folder / "shared" / "contract").is_dir()
+    ),
+    None,
+)
+NO_SHARED = pytest.mark.skipif(SHARED is None, reason="no shared/ checkout beside this one")
 
 
 def contract() -> GraphQLSchema:
@@ -46,7 +58,12 @@ def test_the_extension_is_part_of_what_is_checked() -> None:
     assert set(subscription.fields) == {"projectStatus", "accountChanges"}
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="no shared/ checkout beside this one")
-@pytest.mark.parametrize("name", [BASE, *EXTENSIONS])
-def test_the_copy_of_the_contract_is_current(name: str) -> None:
-    assert (HERE / name).read_text() == (SHARED / name).read_text()
+@NO_SHARED
+@pytest.mark.parametrize(
+    "copy",
+    [HERE / BASE, *(HERE / name for name in EXTENSIONS), RUNTIME],
+    ids=lambda path: path.name,
+)
+def test_the_copy_of_the_contract_is_current(copy: Path) -> None:
+    assert SHARED is not None
+    assert copy.read_text() == (SHARED / copy.name).read_text()

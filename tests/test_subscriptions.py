@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.frames import Close
 from websockets.typing import Subprotocol
 
 from storyline.auth import Role
@@ -20,6 +19,7 @@ from tests.support.watch import (
     LEGACY_WS,
     SUBSCRIBE,
     TRANSPORT_WS,
+    close_frame,
     collect,
     connected,
     messages,
@@ -169,14 +169,6 @@ async def test_a_malformed_subscribe_message_does_not_crash_the_connection(api: 
             if message.get("id") == "good":
                 break
         assert message["type"] == "next"
-
-
-async def close_frame(ws: ClientConnection) -> Close:
-    """The server's close frame, next after any keep-alives; there must be one."""
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        await next_message(ws, 5)
-    assert closed.value.rcvd is not None, "closed without a close frame"
-    return closed.value.rcvd
 
 
 class Records(logging.Handler):

@@ -79,7 +79,11 @@ class GraphQLApp(GraphQLView[Context, None]):
         services: Services = request.app.state.services
         if isinstance(response, Response):
             response.media_type = negotiate(request.headers.get("accept"))
-        return Context(services=services, authorization=request.headers.get("authorization"))
+        return Context(
+            services=services,
+            authorization=request.headers.get("authorization"),
+            websocket=isinstance(request, WebSocket),
+        )
 
     async def run(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -149,7 +153,10 @@ class GraphQLApp(GraphQLView[Context, None]):
             await super().__call__(scope, receive, send)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """Refuse a connection_init without a valid token before serving anything."""
+        """Refuse a connection_init without a valid token before serving anything.
+
+        The handlers of schema/subprotocols refuse first, with the reason in the close
+        frame; this is the last guard, should a connection_init reach it unauthenticated."""
         try:
             context.principal  # noqa: B018 - authenticates
         except Unauthenticated as refused:
@@ -177,13 +184,17 @@ def create_app(settings: Settings, *, database_url: str, self_url: str) -> Starl
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = Database.open(database_url, pool_size=settings.db_pool_size)
+        database = Database.open(
+            database_url,
+            pool_size=settings.db_pool_size,
+            transaction_pooler=settings.database_pooler == "transaction",
+        )
         video = VideoService(
             settings.upstream_url or f"{self_url}{SIMULATOR_PATH}",
             token=upstream_token,
             timeout=settings.upstream_timeout,
         )
-        broadcast = ProjectBroadcast(PostgresListener(database_url))
+        broadcast = ProjectBroadcast(PostgresListener(settings.session_database_url(database_url)))
         background = Background()
         metrics.follow(
             subscriptions=lambda: broadcast.subscriber_count,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from types import FrameType
 
 import uvicorn
@@ -24,6 +27,7 @@ from storyline.server import uvicorn_options
 SELF_URL_VARIABLE = "STORYLINE_SELF_URL"
 DEMO_USER = "demo-user"
 DEMO_TOKEN_TTL = 7 * 24 * 3600
+TOKEN_TTL = 24 * 3600  # `storyline token`'s default
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -44,7 +48,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     token = commands.add_parser("token", help="print a signed JWT")
     token.add_argument("subject")
     token.add_argument("--role", choices=[role.value for role in Role], default="user")
-    token.add_argument("--ttl", type=float, default=None, help="seconds until it expires")
+    token.add_argument(
+        "--ttl",
+        type=_seconds,
+        default=TOKEN_TTL,
+        help=f"seconds until it expires (default {TOKEN_TTL}: 24 h); 0: never",
+    )
+    token.add_argument(
+        "--new-secret",
+        action="store_true",
+        help="when no secret exists (STORYLINE_JWT_SECRET unset, none in the data directory),"
+        " generate one into the data directory instead of refusing",
+    )
 
     simulator = commands.add_parser("simulator", help="run the stand-in video service alone")
     simulator.add_argument("--host", default="127.0.0.1")
@@ -70,10 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "migrate":
         from storyline.persistence.migrate import migrate
 
-        migrate(database_url(settings))
+        migrate(settings.session_database_url(database_url(settings)))
     elif args.command == "token":
-        secret = settings.resolved_jwt_secret()
-        print(issue_token(secret, args.subject, role=Role(args.role), ttl=args.ttl))
+        _token(settings, args)
     else:
         _simulator(settings, args)
 
@@ -110,7 +124,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     if not args.no_migrate:
         from storyline.persistence.migrate import migrate
 
-        migrate(url)
+        migrate(settings.session_database_url(url))
     # Workers inherit these: one embedded database and one secret for all of them.
     os.environ["STORYLINE_DATABASE_URL"] = url
     os.environ["STORYLINE_JWT_SECRET"] = settings.resolved_jwt_secret()
@@ -141,6 +155,51 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         log_config=None,  # keep the structured logging configured above
         proxy_headers=False,
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
+    return seconds
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> None:
+    """Sign with the secret ``serve`` would use (Settings.resolved_jwt_secret) and say which
+    on stderr; never invent one unless asked, since a server started elsewhere would not
+    know it."""
+    source = settings.jwt_secret_source()
+    kept = settings.jwt_secret_file.absolute()
+    if source is None and not args.new_secret:
+        print(
+            "storyline token: no secret to sign with: STORYLINE_JWT_SECRET is unset and"
+            f" {kept} does not exist.\nSet STORYLINE_JWT_SECRET or STORYLINE_DATA_DIR as the"
+            " server has them (a relative data directory is taken from the current one), or"
+            " pass --new-secret to generate a secret there for a server yet to start.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    secret = settings.resolved_jwt_secret()
+    ttl = args.ttl or None  # 0: no exp claim
+    print(issue_token(secret, args.subject, role=Role(args.role), ttl=ttl), flush=True)
+    if source is None:
+        used = f"a new secret, generated into {kept}: a server uses it if started with this"
+        used += " data directory and without STORYLINE_JWT_SECRET"
+    else:
+        used = f"the secret in {source}"
+    print(f"storyline token: signed with {used}", file=sys.stderr)
+    if ttl is None:
+        print(
+            "storyline token: warning: this token never expires; whoever holds it is"
+            " let in until the secret changes",
+            file=sys.stderr,
+        )
+    else:
+        until = datetime.fromtimestamp(time.time() + ttl, UTC)
+        print(f"storyline token: valid until {until:%Y-%m-%d %H:%M:%S} UTC", file=sys.stderr)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

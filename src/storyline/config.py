@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORYLINE_", extra="ignore")
 
     database_url: SecretStr | None = None
+    # The connections that need a session of their own (the LISTEN connection, migrations)
+    # use this URL when set: a direct one, while database_url goes through a pooler.
+    listen_database_url: SecretStr | None = None
+    # "transaction": database_url reaches PostgreSQL through a transaction-mode pooler
+    # (PgBouncer), which gives each transaction whichever server connection is free.
+    database_pooler: Literal["none", "transaction"] = "none"
     data_dir: Path = Path(".storyline")
     jwt_secret: SecretStr | None = None
 
@@ -91,6 +97,17 @@ class Settings(BaseSettings):
             raise ValueError("STORYLINE_PENDING_TIMEOUT must exceed STORYLINE_UPSTREAM_TIMEOUT")
         return self
 
+    @model_validator(mode="after")
+    def pooled_needs_a_session_url(self) -> Settings:
+        # LISTEN and the migrations' advisory lock belong to a server session, which a
+        # transaction-mode pooler does not keep from one transaction to the next.
+        if self.database_pooler == "transaction" and self.listen_database_url is None:
+            raise ValueError(
+                "STORYLINE_DATABASE_POOLER=transaction needs STORYLINE_LISTEN_DATABASE_URL,"
+                " a session connection (direct, or a session-mode pool) to the same database"
+            )
+        return self
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def comma_separated(cls, value: object) -> object:
@@ -107,11 +124,32 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
+    @property
+    def jwt_secret_file(self) -> Path:
+        """Where the secret is generated and kept when STORYLINE_JWT_SECRET is unset."""
+        return self.data_dir / "jwt-secret"
+
+    def session_database_url(self, database_url: str) -> str:
+        """The URL of the connections that need a session (the LISTEN connection, the
+        migrations): ``STORYLINE_LISTEN_DATABASE_URL``, or else ``database_url``."""
+        if self.listen_database_url is not None:
+            return self.listen_database_url.get_secret_value()
+        return database_url
+
     def resolved_jwt_secret(self) -> str:
         """The configured secret, or one generated once and kept in the data directory."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        return _dev_secret(self.data_dir / "jwt-secret")
+        return _dev_secret(self.jwt_secret_file)
+
+    def jwt_secret_source(self) -> str | None:
+        """Where resolved_jwt_secret() takes the secret from, never the secret itself: the
+        variable's name, or the data directory's file (an absolute path, since a relative
+        data directory depends on the current one); None when it would generate a new one."""
+        if self.jwt_secret is not None:
+            return "STORYLINE_JWT_SECRET"
+        kept = self.jwt_secret_file.absolute()
+        return str(kept) if kept.exists() else None
 
     def simulator_token(self) -> str:
         """The token the simulator accepts: the configured upstream token, or one generated

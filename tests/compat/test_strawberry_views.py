@@ -7,6 +7,7 @@ A new strawberry release is admitted (pyproject.toml's bound) once these pass ag
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -152,3 +153,51 @@ async def test_the_legacy_handler_serves_the_socket_through_its_hooks() -> None:
     ws.send_json({"type": "connection_terminate"})
     await ws.closed()
     assert ["connection_init", timedelta(seconds=7), "connection_terminate", "handled"] == SEEN
+
+
+INITS: list[tuple[object, bool]] = []
+HANDLERS: list[InitRecording] = []
+
+
+class InitRecording(TransportWSHandler[None, None]):
+    """Refuses a connection_init whose payload says so, as TransportWS refuses a bad token."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        INITS.append((message.get("payload"), self.connection_init_received))
+        HANDLERS.append(self)
+        if message.get("payload") == {"refuse": True}:
+            self.connection_init_received = True
+            await self.websocket.close(code=4403, reason="Forbidden: why")
+            return
+        await super().handle_connection_init(message)
+
+
+class InitView(GraphQL[None, None]):
+    graphql_transport_ws_handler_class = InitRecording
+
+
+def init_socket() -> Socket:
+    INITS.clear()
+    HANDLERS.clear()
+    view = InitView(SCHEMA, connection_init_wait_timeout=timedelta(seconds=0.2))
+    return Socket(view, "/graphql", ["graphql-transport-ws"])
+
+
+async def test_the_transport_handler_s_connection_init_flag_and_close() -> None:
+    ws = init_socket()
+    await ws.connect()
+    ws.send_json({"type": "connection_init", "payload": {"a": 1}})
+    assert await ws.receive_json() == {"type": "connection_ack"}
+    ws.send_json({"type": "connection_init", "payload": {}})
+    closed = await ws.closed()
+    assert (closed["code"], closed["reason"]) == (4429, "Too many initialisation requests")
+    assert INITS == [({"a": 1}, False), ({}, True)]
+
+    refused = init_socket()
+    await refused.connect()
+    refused.send_json({"type": "connection_init", "payload": {"refuse": True}})
+    await asyncio.sleep(0.5)  # past the init timeout, which finds connection_init_received set
+    closed = await refused.closed()
+    assert (closed["code"], closed["reason"]) == (4403, "Forbidden: why")
+    [handler] = HANDLERS
+    assert handler.connection_timed_out is False

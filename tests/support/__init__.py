@@ -7,7 +7,10 @@
 - ``watch``: WebSocket clients of projectStatus, and the one reader that skips keep-alives
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
+- ``balancer``: HAProxy, as docs/operations.md configures it, in front of such processes
+- ``reconnecting``: WebSocket watchers that reconnect and check the state they resume from
 - ``threaded``: Storyline in a loop of its own thread, for synchronous drivers
+- ``pgbouncer``: PgBouncer in transaction mode in front of the test server
 
 The everyday names are importable from the package itself.
 """

@@ -9,7 +9,7 @@ import sys
 import time
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,24 @@ async def served(
         yield server
     finally:
         await _stop(process)
+
+
+@asynccontextmanager
+async def served_together(
+    env: dict[str, str], logs: list[Path]
+) -> AsyncIterator[list[ServerProcess]]:
+    """``served`` processes started at the same time (each takes seconds to start), one a log
+    in ``logs``; all stopped afterwards, also when one of them fails to start."""
+    async with AsyncExitStack() as stack:
+        started = await asyncio.gather(
+            *(stack.enter_async_context(served(env, log)) for log in logs), return_exceptions=True
+        )
+        servers = []
+        for server in started:
+            if isinstance(server, BaseException):
+                raise server
+            servers.append(server)
+        yield servers
 
 
 async def _ready(server: ServerProcess, within: float = 60) -> None:

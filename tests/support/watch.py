@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import Close
 from websockets.typing import Subprotocol
 
 SUBSCRIBE = """
@@ -93,6 +95,14 @@ async def next_message(ws: ClientConnection, within: float | None = None) -> dic
                 await ws.send(json.dumps({"type": "pong"}))
             elif message["type"] not in ("ka", "pong"):
                 return message
+
+
+async def close_frame(ws: ClientConnection) -> Close:
+    """The server's close frame, next after any keep-alives; there must be one."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await next_message(ws, 5)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd
 
 
 async def next_event(

@@ -171,7 +171,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
     - ``handle_subscribe`` (once the connection is acknowledged, the id is new and the
       per-connection limit not reached) creates a SubscribeOperation and runs
       ``run_operation(operation)`` in a task of its own, one per subscribe;
-    - ``run_operation`` ends by sending ``complete`` (or the errors) for the operation.
+    - ``run_operation`` ends by sending ``complete`` (or the errors) for the operation;
+    - ``handle_connection_init`` is called with each ``connection_init``; it refuses one
+      when ``connection_init_received`` is set (4429), and the init timeout closes nothing
+      once it is set (``connection_timed_out`` stays False); ``websocket.close(code=,
+      reason=)`` closes the socket with that code and reason.
     """
 
     def server_websocket(self) -> WebSocket:

@@ -9,7 +9,9 @@ Underneath, statements are built with SQLAlchemy, compiled once (``DriverStateme
 run on asyncpg's own connection, taken from SQLAlchemy's pool: SQLAlchemy's execution
 layer (greenlet hand-offs, result processing) costs the API process more CPU than the
 statements themselves (``python -m bench.statements`` compares the two), and generateStory
-and updateStatus, the mutations clients send at rate, are bound by that CPU.
+and updateStatus, the mutations clients send at rate, are bound by that CPU. asyncpg keeps
+the statements it prepared for each connection; behind a transaction-mode pooler it keeps
+none (``transaction_pooler``, see engine.UNPREPARED).
 """
 
 from __future__ import annotations
@@ -101,8 +103,8 @@ class Database:
         self.patience = patience
 
     @classmethod
-    def open(cls, url: str, *, pool_size: int) -> Database:
-        return cls(create_engine(url, pool_size=pool_size))
+    def open(cls, url: str, *, pool_size: int, transaction_pooler: bool = False) -> Database:
+        return cls(create_engine(url, pool_size=pool_size, transaction_pooler=transaction_pooler))
 
     @asynccontextmanager
     async def transaction(self, *, snapshot: bool = False) -> AsyncIterator[Transaction]:

@@ -10,6 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 # libpq's spellings (what operators write) and SQLAlchemy's (what its users write).
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
+# Behind a transaction-mode pooler a connection's next transaction (or statement outside
+# one) may run on another server connection, where a statement it prepared by name earlier
+# does not exist, or another process's statement of that name does (asyncpg numbers names
+# per process). Without its statement cache, asyncpg prepares statements unnamed and parses
+# them again in the round trip that binds and runs them (asyncpg 0.29 and later); SQLAlchemy's
+# own cache of prepared statements, on its execution path (pings, the dialect's first
+# queries), is off too.
+UNPREPARED: dict[str, Any] = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
 
 def sqlalchemy_url(url: str) -> URL:
     """A PostgreSQL URL in any common spelling (``postgresql://``, ``postgres://``,
@@ -26,7 +35,10 @@ def driver_url(url: str) -> str:
     return target.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int, transaction_pooler: bool = False) -> AsyncEngine:
+    """The pool of connections to ``url``. ``transaction_pooler``: ``url`` is a
+    transaction-mode pooler's (PgBouncer's ``pool_mode = transaction``), so no statement
+    stays prepared beyond the round trip that runs it."""
     target = sqlalchemy_url(url)
     connect_args: dict[str, Any] = {}
     name = target.query.get("application_name")
@@ -34,6 +46,8 @@ def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
         # libpq takes it in the URL, asyncpg as a server setting (it refuses the keyword).
         target = target.difference_update_query(["application_name"])
         connect_args["server_settings"] = {"application_name": name}
+    if transaction_pooler:
+        connect_args |= UNPREPARED
     return create_async_engine(
         target,
         # Every connection the pool opens stays open. With overflow connections, a burst

@@ -24,17 +24,22 @@ from storyline.persistence.tables import projects
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """PostgreSQL's ``pg_snapshot``: which transactions had committed when it was taken."""
+    """PostgreSQL's ``pg_snapshot``: which transactions had committed when it was taken.
+    (Small on purpose: every idle accountChanges watcher keeps one.)"""
 
     xmin: int  # every transaction below it had ended
     xmax: int  # no transaction from it on had ended
-    running: frozenset[int]  # those between the two still in progress
-    text: str  # as PostgreSQL writes it, to give back to it
+    running: tuple[int, ...]  # those between the two still in progress (mostly none)
 
     @classmethod
     def parse(cls, text: str) -> Snapshot:
         xmin, xmax, running = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in running.split(",") if x), text)
+        return cls(int(xmin), int(xmax), tuple(int(x) for x in running.split(",") if x))
+
+    @property
+    def text(self) -> str:
+        """As PostgreSQL writes it, to give back to it."""
+        return f"{self.xmin}:{self.xmax}:{','.join(map(str, self.running))}"
 
     def saw(self, xid: int | None) -> bool:
         """Whether the transaction ``xid`` had committed for this snapshot (PostgreSQL's

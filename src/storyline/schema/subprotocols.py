@@ -13,6 +13,12 @@ Legacy graphql-ws also gets the connection rules strawberry gives graphql-transp
 one ``connection_init`` per socket (strawberry acknowledges every one, whatever its token,
 and starts a keep-alive task for each, of which it cancels only the last), and a socket
 that sends none within the view's ``connection_init_wait_timeout`` is closed with 4408.
+
+Both refuse a ``connection_init`` that names no valid caller (schema/context.py says where
+the token may be) the same way, here (``refusal``): closed with 4403 and a reason that says
+why, ``Forbidden: The token has expired.`` say, never the token; legacy graphql-ws sends
+that reason in a ``connection_error`` first. strawberry's own refusal would close
+graphql-transport-ws with a bare ``Forbidden`` and graphql-ws with 1011, no reason given.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from contextlib import suppress
 
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage as TransportInitMessage,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message as TransportMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.types import (
@@ -30,11 +39,26 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 )
 
 from storyline.compat.strawberry import LegacyWSHandler, TransportWSHandler
+from storyline.domain.errors import Unauthenticated
 from storyline.schema.context import Context
 
 PROTOCOL_ERROR = 4400
+FORBIDDEN = 4403
 INIT_TIMEOUT = 4408  # graphql-transport-ws's codes, which strawberry uses for both
 TOO_MANY_INITS = 4429
+MAX_REASON_BYTES = 123  # what a close frame has room for
+
+
+def refusal(context: Context, payload: dict[str, object] | None) -> str | None:
+    """Why a connection_init with ``payload`` is refused, as the close reason; None when it
+    names a valid caller (who is then known to ``context``, authenticated once)."""
+    context.connection_params = payload
+    try:
+        context.principal  # noqa: B018 - authenticates
+    except Unauthenticated as refused:
+        reason = f"Forbidden: {refused.message}"
+        return reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+    return None
 
 
 def _malformed(message: object, *, with_id: tuple[str, str], with_query: str) -> str | None:
@@ -60,6 +84,20 @@ class TransportWS(TransportWSHandler[Context, None]):
             await self.handle_invalid_message(reason)  # closes with 4400 and the reason
             return
         await super().handle_message(message)
+
+    async def handle_connection_init(self, message: TransportInitMessage) -> None:
+        payload = message.get("payload", {})
+        # strawberry's refusals come first: a payload that is no object (4400), a second
+        # connection_init (4429), one after the timeout.
+        if isinstance(payload, dict) and not (
+            self.connection_init_received or self.connection_timed_out
+        ):
+            reason = refusal(self.context, payload)
+            if reason is not None:
+                self.connection_init_received = True  # the init timeout has nothing to close
+                await self.websocket.close(code=FORBIDDEN, reason=reason)
+                return
+        await super().handle_connection_init(message)
 
 
 class LegacyWS(LegacyWSHandler[Context, None]):
@@ -100,6 +138,14 @@ class LegacyWS(LegacyWSHandler[Context, None]):
             return
         self.init_received = True
         self.init_wait.cancel()
+        payload = message.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            await self.refuse("The connection_init payload must be an object", PROTOCOL_ERROR)
+            return
+        reason = refusal(self.context, payload)
+        if reason is not None:
+            await self.refuse(reason, FORBIDDEN)
+            return
         await super().handle_connection_init(message)
 
     async def refuse(self, reason: str, code: int) -> None:

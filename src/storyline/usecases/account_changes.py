@@ -82,7 +82,8 @@ class _Sent:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot  # of the last read: every change it saw has been sent
         self.entry_id = 0  # the newest ledger entry sent
-        self.recent: dict[str, int] = {}  # project -> version, sent live since that read
+        # project -> version, sent live since that read (None while there is none)
+        self.recent: dict[str, int] | None = None
 
     def read(self, state: AccountState, *, again: bool = False) -> list[AccountEvent]:
         """The events of a state read in a new snapshot, which becomes the watcher's: the
@@ -91,11 +92,12 @@ class _Sent:
         if state.entry is not None:
             self.entry_id = max(self.entry_id, state.entry.id)
             events.append(BalanceEvent(state.entry))
+        recent = self.recent or {}
         for record in state.projects:
-            if not again or self.recent.get(str(record.id), 0) < record.version:
+            if not again or recent.get(str(record.id), 0) < record.version:
                 events.append(ProjectEvent.of(record))
         self.snapshot = state.snapshot
-        self.recent.clear()
+        self.recent = None
         return events
 
     def admits(self, event: AccountEvent) -> bool:
@@ -108,6 +110,8 @@ class _Sent:
         if self.snapshot.saw(event.xid):
             return False  # the last read showed this version or a newer one
         # Notifications come in commit order: this version is newer than any sent.
+        if self.recent is None:
+            self.recent = {}
         self.recent.pop(event.project_id, None)
         if len(self.recent) >= RECENT_LIMIT:
             del self.recent[next(iter(self.recent))]

@@ -95,7 +95,8 @@ $$
 def _revision(name: str) -> ModuleType:
     """An earlier revision's module, for the functions it created (the way back)."""
     spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
