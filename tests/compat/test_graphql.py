@@ -24,7 +24,7 @@ from graphql import (
 )
 from graphql.pyutils import gather_with_cancel
 
-from storyline.compat.graphql import weak_async_helpers
+from storyline.compat.graphql import per_event_executor, weak_async_helpers
 
 SCHEMA = build_schema(
     """
@@ -135,3 +135,37 @@ def test_one_executor_renders_an_event_and_reads_the_root_field_s_arguments() ->
     assert get_argument_values(field, root, built.variable_values) == {"name": "Ada"}
     refused = Executor.build(SCHEMA, document, None, None, {}, "G")
     assert isinstance(refused, list)
+
+
+EVENTS = build_schema(
+    """
+    type Query { seen: Boolean }
+    type Event { id: ID! version: Int! }
+    type Subscription { changed: Event! }
+    """
+)
+
+
+def event(version: int) -> dict[str, object]:
+    return {"changed": {"id": "p", "version": version}}
+
+
+def test_a_per_event_copy_adds_to_the_executor_s_memo_at_every_event() -> None:
+    """The growth per_event_executor stops: graphql-core's copies share the memo of
+    collected subfields, and each event's execution adds an entry to it."""
+    built = Executor.build(EVENTS, parse("subscription { changed { id version } }"))
+    assert isinstance(built, Executor)
+    for version in range(50):
+        execute_subscription_event(built.build_per_event_executor(event(version)))
+    assert len(built._relevant_sub_fields) == 50
+
+
+def test_per_event_executors_leave_the_executor_s_memo_as_it_was() -> None:
+    built = Executor.build(EVENTS, parse("subscription { changed { id version } }"))
+    assert isinstance(built, Executor)
+    results = [
+        execute_subscription_event(per_event_executor(built, event(version)))
+        for version in range(50)
+    ]
+    assert results[-1] == ExecutionResult({"changed": {"id": "p", "version": 49}})
+    assert len(built._relevant_sub_fields) == 0

@@ -35,3 +35,19 @@ def weak_async_helpers(executor: Executor[Any]) -> None:
             executor.track_async_work(values)
 
     executor.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=track)
+
+
+def per_event_executor(executor: Executor[Any], payload: Any) -> Executor[Any]:
+    """``executor.build_per_event_executor(payload)``, with a memo of collected subfields of
+    its own.
+
+    graphql-core's copy shares ``_relevant_sub_fields`` with ``executor``: a memo keyed by
+    the identity of field lists that each execution builds anew, which keeps them alive,
+    so every event executed adds an entry for as long as ``executor`` lives. A fan-out
+    selection's executor lives as long as anyone watches with that document (schema/
+    fanout.py): for a dashboard open all day, memory grew with every event. Within one
+    event's execution the memo serves as before.
+    """
+    per_event = executor.build_per_event_executor(payload)
+    per_event._relevant_sub_fields = {}
+    return per_event

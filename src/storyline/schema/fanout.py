@@ -42,6 +42,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMe
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from storyline.auth import Principal
+from storyline.compat.graphql import per_event_executor
 from storyline.compat.starlette import server_send
 from storyline.compat.strawberry import (
     SubscribeOperation,
@@ -117,7 +118,7 @@ class Selection:
         if cached is None:
             # The event as the field's resolver yields it, executed as graphql-core
             # executes each event of a subscription.
-            per_event = self.executor.build_per_event_executor(self.field.shown(event))
+            per_event = per_event_executor(self.executor, self.field.shown(event))
             result = execute_subscription_event(per_event)
             if isawaitable(result):
                 result = await result
