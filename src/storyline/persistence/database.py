@@ -16,9 +16,8 @@ none (``transaction_pooler``, see engine.UNPREPARED).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +31,8 @@ from storyline.persistence.engine import create_engine
 
 _NO_VALUES: Mapping[str, object] = {}
 # Seconds a request waits for PostgreSQL to accept connections again (a restart, a
-# failover) before it fails; between tries, pauses doubling from the first to the last.
+# failover) before it fails: its checkout has sent nothing, so trying again is safe.
 CHECKOUT_PATIENCE = 5.0
-CHECKOUT_PAUSES = (0.05, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,37 +109,17 @@ class Database:
         """BEGIN … COMMIT, or ROLLBACK when the block raises. ``snapshot``: read only, and
         every statement sees the one snapshot the first one took (REPEATABLE READ)."""
         isolation = "repeatable_read" if snapshot else None
-        async with AsyncExitStack() as stack:
-            driver = await self._checkout(stack)
-            async with driver.transaction(isolation=isolation, readonly=snapshot):
-                yield Transaction(driver)
+        async with (
+            pooled_driver_connection(self.engine, patience=self.patience) as driver,
+            driver.transaction(isolation=isolation, readonly=snapshot),
+        ):
+            yield Transaction(driver)
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Transaction]:
         """No BEGIN and COMMIT round trips: each statement is its own transaction."""
-        async with AsyncExitStack() as stack:
-            yield Transaction(await self._checkout(stack))
-
-    async def _checkout(self, stack: AsyncExitStack) -> asyncpg.Connection:
-        """A connection from the pool, given back when ``stack`` closes. While PostgreSQL
-        refuses connections (a pooled one found dead and no new one accepted: a restart),
-        tried again for up to ``patience`` seconds: nothing of the request has been sent
-        yet, so trying again cannot do anything twice."""
-        refused = (OSError, self.engine.dialect.loaded_dbapi.Error)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.patience
-        pause, longest = CHECKOUT_PAUSES
-        while True:
-            try:
-                driver: asyncpg.Connection = await stack.enter_async_context(
-                    pooled_driver_connection(self.engine)
-                )
-                return driver
-            except refused:
-                if loop.time() + pause > deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(longest, pause * 2)
+        async with pooled_driver_connection(self.engine, patience=self.patience) as driver:
+            yield Transaction(driver)
 
     async def ping(self) -> None:
         """``SELECT 1``; raises SQLAlchemy's DBAPIError (or OSError) when the database is away."""
