@@ -16,10 +16,19 @@ from pathlib import Path
 
 from bench.harness import ROOT, code_version
 
+from chaos.faults import KINDS
 from chaos.report import write_report
 from chaos.run import Options, Run, say
 
 CACHE = ROOT / "chaos" / ".cache"
+
+
+def kinds(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip() not in ("", "none"))
+    unknown = sorted(set(chosen) - set(KINDS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)}; choose from {KINDS}")
+    return chosen
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -28,13 +37,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds of load before the faults")
     parser.add_argument("--users", type=int, default=Options.users)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--faults",
+        type=kinds,
+        default=KINDS,
+        help=f"the kinds to inject, comma-separated, or none (default: all of {','.join(KINDS)})",
+    )
+    parser.add_argument("--no-balancer", action="store_true", help="clients spread themselves")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the report goes")
     return parser.parse_args(argv)
 
 
 async def main_async(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else min(30.0, args.seconds / 6)
-    options = Options(seconds=args.seconds, warmup=warmup, users=args.users, seed=args.seed)
+    options = Options(
+        seconds=args.seconds,
+        warmup=warmup,
+        users=args.users,
+        seed=args.seed,
+        kinds=args.faults,
+        balancer=not args.no_balancer,
+    )
     logs = CACHE / "logs" / time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="slchaos-") as work:
         result = await Run(options, Path(work), logs).execute()

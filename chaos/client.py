@@ -101,6 +101,11 @@ def answer_of(status: int, text: str, sent: float, instance: int, rid: str) -> A
     try:
         body = json.loads(text)
     except ValueError:
+        # HAProxy's own answers: no instance to send to (503), or the one it sent to went
+        # away before answering (502) or did not answer in time (504).
+        balancer = {503: UNREACHABLE, 502: DROPPED, 504: TIMEOUT}.get(status)
+        if balancer is not None:
+            return Answer(balancer, None, sent, instance, rid, f"HTTP {status}")
         return Answer(f"http-{status}", None, sent, instance, rid, text[:200])
     errors = body.get("errors") if isinstance(body, dict) else None
     if errors:

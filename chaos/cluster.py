@@ -1,6 +1,8 @@
 """What the harness runs: its own PostgreSQL (bench's embedded one), the proxy in front of
-it, the video service in the harness's loop, and the ``storyline serve`` instances, which
-reach PostgreSQL only through the proxy."""
+it, the video service in the harness's loop, the ``storyline serve`` instances, which
+reach PostgreSQL only through the proxy, and HAProxy in front of them when it is installed
+(docs/operations.md's configuration, as tests/support/balancer.py runs it; without it the
+clients take the instances in turn themselves)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 from bench.harness import Child, Postgres, free_port, rss_of, wait_ready
+from tests.support.balancer import HAPROXY, balancing, recommended_config
 from tests.support.databases import restart_postgres
 from tests.support.processes import STORYLINE, server_env
 from tests.support.servers import serving
@@ -23,6 +26,7 @@ from chaos.record import Recorder
 from chaos.upstream import Pipeline, VideoService
 
 DATABASE = "chaos"
+NAMES = "abcdefgh"  # of the instances, as HAProxy's server lines name them
 
 
 @dataclass(frozen=True)
@@ -106,13 +110,12 @@ class Cluster:
         *,
         size: int = 3,
         timeouts: Timeouts,
+        balancer: bool = True,
     ) -> None:
-        self.work = work
-        self.logs = logs
-        self.recorder = recorder
-        self.rng = rng
+        self.work, self.logs = work, logs
         self.size = size
         self.timeouts = timeouts
+        self.balanced = balancer and HAPROXY is not None
         self.stack = AsyncExitStack()
         self.postgres: Postgres | None = None
         self.proxy: Proxy | None = None
@@ -148,8 +151,16 @@ class Cluster:
             **self.timeouts.settings(),
         )
         self.instances = [Instance(number, env, self.logs) for number in range(self.size)]
-        self.spread.urls[:] = [instance.url for instance in self.instances]
         await asyncio.gather(*(instance.start() for instance in self.instances))
+        if self.balanced:
+            servers = {name: i.url for name, i in zip(NAMES, self.instances, strict=False)}
+            config = with_servers(recommended_config(), list(servers))
+            balancer = await self.stack.enter_async_context(
+                balancing(servers, self.work, config=config)
+            )
+            self.spread.urls[:] = [balancer.url]
+        else:
+            self.spread.urls[:] = [instance.url for instance in self.instances]
         await self.stack.enter_async_context(self.api)
 
     async def restart_postgres(self) -> None:
@@ -170,9 +181,21 @@ class Cluster:
         await self.pipeline.stop()
         for instance in self.instances:
             instance.resume()  # a stopped process cannot act on SIGTERM
-            await instance.child.stop()
+        await asyncio.gather(*(instance.child.stop() for instance in self.instances))
         await self.stack.aclose()
         if self.proxy is not None:
             await self.proxy.close()
         if self.postgres is not None:
             self.postgres.cleanup()
+
+
+def with_servers(config: str, names: list[str]) -> str:
+    """``config`` with one ``server`` line per name: the lines it has, and copies of its last
+    one (options and all) under the names it lacks."""
+    lines = config.splitlines()
+    last = max(n for n, line in enumerate(lines) if line.split()[:1] == ["server"])
+    template = lines[last].split()
+    indent = lines[last][: len(lines[last]) - len(lines[last].lstrip())]
+    have = sum(line.split()[:1] == ["server"] for line in lines)
+    extra = [indent + " ".join(["server", name, *template[2:]]) for name in names[have:]]
+    return "\n".join(lines[: last + 1] + extra + lines[last + 1 :]) + "\n"

@@ -29,6 +29,7 @@ KINDS = (
     "upstream-malformed",
     "upstream-timeout",
 )
+INSTANCE_FAULTS = ("kill", "pause")
 MAX_FAULTED_INSTANCES = 2
 # What a fault acts on, where two faults must not overlap (one restart of PostgreSQL at a
 # time; a listener cannot be terminated while PostgreSQL restarts).
@@ -41,8 +42,15 @@ RESOURCES = {
 
 class Injector:
     def __init__(
-        self, cluster: Cluster, recorder: Recorder, rng: random.Random, *, gap: tuple[float, float]
+        self,
+        cluster: Cluster,
+        recorder: Recorder,
+        rng: random.Random,
+        *,
+        gap: tuple[float, float],
+        kinds: tuple[str, ...] = KINDS,
     ) -> None:
+        self.kinds = kinds
         self.cluster = cluster
         self.recorder = recorder
         self.rng = rng
@@ -54,11 +62,14 @@ class Injector:
     async def run(self, seconds: float) -> None:
         """Start faults until ``seconds`` have passed; those on then run to their end."""
         deadline = time.monotonic() + seconds
-        plan = list(KINDS)
+        plan = list(self.kinds)
         self.rng.shuffle(plan)
         while time.monotonic() < deadline:
+            if not self.kinds:
+                await asyncio.sleep(deadline - time.monotonic())
+                break
             if not plan:
-                plan.append(self.rng.choice(KINDS))
+                plan.append(self.rng.choice(self.kinds))
             claimed = next(
                 ((kind, resource) for kind in plan if (resource := self._claim(kind))), None
             )
@@ -77,7 +88,7 @@ class Injector:
 
     def _claim(self, kind: str) -> str | None:
         """The resource the fault will act on, now marked busy; None if none is free."""
-        if kind in ("kill", "pause"):
+        if kind in INSTANCE_FAULTS:
             faulted = sum(instance.name in self.busy for instance in self.cluster.instances)
             spared = self.cluster.instances[:1] if kind == "kill" else []
             free = [
@@ -97,7 +108,7 @@ class Injector:
 
     async def _inject(self, kind: str, resource: str) -> None:
         action: Callable[[FaultRecord], Awaitable[None]]
-        if kind in ("kill", "pause"):
+        if kind in INSTANCE_FAULTS:
             target = next(i for i in self.cluster.instances if i.name == resource)
             action = self._kill(target) if kind == "kill" else self._pause(target)
         else:

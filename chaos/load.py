@@ -8,6 +8,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.client import token
@@ -32,25 +33,15 @@ EXPECTED = ("ok", "INSUFFICIENT_CREDITS", "UPSTREAM_FAILED", TIMEOUT, DROPPED, U
 CLIENT_TIMEOUT = 2.5  # seconds a user waits for generateStory before giving up on it
 
 
+@dataclass
 class Users:
-    def __init__(
-        self,
-        api: Api,
-        recorder: Recorder,
-        rng: random.Random,
-        users: list[str],
-        *,
-        think: tuple[float, float],
-        on_project: Callable[[str, str], None],
-    ) -> None:
-        self.api = api
-        self.recorder = recorder
-        self.rng = rng
-        self.users = users
-        self.think = think
-        self.on_project = on_project
-        # (user, idempotency key) -> the project ids its answers named
-        self.keys: dict[tuple[str, str], set[str]] = defaultdict(set)
+    api: Api
+    recorder: Recorder
+    rng: random.Random
+    think: tuple[float, float]  # seconds between a user's two requests
+    on_project: Callable[[str, str], None]  # (user, project id) of each project made
+    # (user, idempotency key) -> the project ids its answers named
+    keys: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
 
     async def run_user(self, user: str) -> None:
         bearer = token(user)

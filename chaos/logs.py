@@ -36,6 +36,9 @@ EXPLANATIONS = (
             r"ConnectionDoesNotExistError|connection was closed in the middle of operation"
             r"|AdminShutdownError|ConnectionResetError|unexpected connection_lost"
             r"|the underlying connection is closed"
+            # asyncpg, when the server's FATAL arrived between two statements: it is still
+            # reading the error when the next statement (a COMMIT, say) is sent.
+            r"|another operation \(\d+\) is in progress"
         ),
         DATABASE_FAULTS,
     ),

@@ -70,6 +70,9 @@ def write_report(result: Result, out: Path, *, command: str, code: str, plot: bo
         fault_table(recorder),
         "## Operations\n",
         operations_table(recorder),
+        "The video service answered: "
+        + ", ".join(f"{call} {n}" for call, n in sorted(result.upstream.items()))
+        + " (ok, or the fault it answered with).\n",
         "## ERROR lines a fault explains\n",
         "A logged ERROR (or an INTERNAL_SERVER_ERROR answer, through the line logged under"
         " its request id) is explained when it matches one of these and one of the faults"
@@ -108,6 +111,12 @@ def run_table(result: Result) -> str:
             f" up to {options.project_watchers} project watchers",
         ],
         ["instances", restarts],
+        [
+            "clients reach them",
+            "through HAProxy (docs/operations.md's configuration)"
+            if result.balanced
+            else "by taking the instances in turn (HAProxy is not installed)",
+        ],
         [
             "instance timeouts",
             f"upstream {timeouts.upstream:g} s, pending {timeouts.pending:g} s,"

@@ -17,14 +17,13 @@ from collections import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 from tests.support.client import token
+from tests.support.fakes import video_service
 
 from chaos.client import DROPPED, TIMEOUT, UNREACHABLE, Api
 from chaos.record import Recorder
 from storyline.auth import Role
 
-UPSTREAM_FAULTS = ("5xx", "malformed", "timeout")
 FAULTED_SHARE = 0.6  # of the calls made while a fault is on
 REPORT = """
 mutation Report($input: UpdateStatusInput!) { updateStatus(input: $input) { id status version } }
@@ -113,17 +112,12 @@ class VideoService:
         self.pipeline = pipeline
         self.rng = rng
         self.hang = hang
-        self.faults: set[str] = set()
-        self.answered: Counter[str] = Counter()
+        self.faults: set[str] = set()  # "5xx", "malformed", "timeout"
+        self.answered: Counter[str] = Counter()  # by call and fault
 
     @property
     def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/api/v1/project/video", self._create, methods=["POST"]),
-                Route("/api/v1/project/{job_id}", self._read, methods=["GET"]),
-            ]
-        )
+        return video_service(self._create, self._read)
 
     def _fault(self) -> str | None:
         if self.faults and self.rng.random() < FAULTED_SHARE:
