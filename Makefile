@@ -7,7 +7,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench chaos browser pgbouncer balancer fuzz hypothesis
+.PHONY: run test lint format bench chaos browser pgbouncer balancer fuzz hypothesis graphiql-assets
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
@@ -18,8 +18,11 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+# The pipeline client (clients/pipeline) is a distribution of its own; the tests use it.
+CLIENT := clients/pipeline
+
+$(VENV)/.installed-test: pyproject.toml $(CLIENT)/pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]' -e './$(CLIENT)[prefect]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
@@ -58,8 +61,14 @@ balancer:
 	       update-rc.d haproxy disable >/dev/null 2>&1; true; } \
 	  || echo "haproxy not found: the load-balancer test will be skipped"; }
 
-$(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
+# GraphiQL's vendored files (src/storyline/web/static/graphiql/): re-downloaded from the npm
+# registry at the manifest's versions, each tarball checked against the registry's integrity.
+# CHECK=1 compares them with the committed files instead of writing.
+graphiql-assets: $(VENV)/.installed-run
+	$(VENV)/bin/python tools/graphiql_assets.py $(if $(CHECK),--check)
+
+$(VENV)/.installed-bench: pyproject.toml $(CLIENT)/pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]' -e './$(CLIENT)[prefect]'
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
 
 bench: $(VENV)/.installed-bench

@@ -3,6 +3,9 @@
 python -m bench                       the full run: 3 runs, medians, docs/ rewritten
 python -m bench --quick               small sizes, 1 run, report in bench/.cache/quick/
 python -m bench --scenarios hot,wide --systems storyline,postgraphile --runs 1
+python -m bench --scenarios account --systems storyline --runs 1 --no-profile
+python -m bench --scenarios storm --runs 1 --no-profile     # on demand: reconnect storm
+python -m bench --scenarios ceiling --runs 1 --no-profile   # on demand: one PostgreSQL's ceiling
 python -m bench --report-only bench/.cache/results/LATEST.json
 """
 
@@ -29,6 +32,7 @@ from bench.scenarios import (
     CACHE,
     FANOUT_SYSTEMS,
     GENERATE_SYSTEMS,
+    ON_DEMAND,
     QUICK,
     SCENARIOS,
     Bench,
@@ -39,6 +43,10 @@ from bench.scenarios import (
 
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part]
 
 
 def _names(allowed: list[str]) -> Any:
@@ -58,7 +66,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run (development)")
     parser.add_argument("--runs", type=int, help="runs per scenario (medians are reported)")
-    parser.add_argument("--scenarios", type=_names(SCENARIOS), default=SCENARIOS)
+    parser.add_argument(
+        "--scenarios",
+        type=_names(SCENARIOS + ON_DEMAND),
+        default=SCENARIOS,
+        help=f"default: {','.join(SCENARIOS)}; on demand only: {','.join(ON_DEMAND)}",
+    )
     parser.add_argument(
         "--systems",
         type=_names(sorted({*FANOUT_SYSTEMS, *GENERATE_SYSTEMS})),
@@ -75,7 +88,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wide-watchers", type=int)
     parser.add_argument("--wide-rate", type=float)
     parser.add_argument("--wide-seconds", type=float)
+    parser.add_argument("--account-users", type=int, help="account scenario: editors")
+    parser.add_argument("--account-rate", type=float, help="updateStatus per second, account")
+    parser.add_argument("--account-seconds", type=float)
     parser.add_argument("--memory-subscriptions", type=int)
+    parser.add_argument("--storm-watchers", type=int, help="storm: watchers on the killed one")
+    parser.add_argument("--storm-concurrency", type=int, help="storm: handshakes in flight")
+    parser.add_argument("--ceiling-watchers", type=int)
+    parser.add_argument("--ceiling-rates", type=_floats, help="updates/s ladder, ascending")
+    parser.add_argument("--ceiling-seconds", type=float, help="seconds per ladder step")
+    parser.add_argument("--ceiling-p99-ms", type=float, help="the ladder stops past this p99")
     parser.add_argument("--generate-concurrency", type=int)
     parser.add_argument("--generate-seconds", type=float)
     parser.add_argument("--load-processes", type=int)
@@ -99,7 +121,16 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "wide_watchers": args.wide_watchers,
         "wide_rate": args.wide_rate,
         "wide_seconds": args.wide_seconds,
+        "account_users": args.account_users,
+        "account_rate": args.account_rate,
+        "account_seconds": args.account_seconds,
         "memory_subscriptions": args.memory_subscriptions,
+        "storm_watchers": args.storm_watchers,
+        "storm_concurrency": args.storm_concurrency,
+        "ceiling_watchers": args.ceiling_watchers,
+        "ceiling_rates": args.ceiling_rates,
+        "ceiling_seconds": args.ceiling_seconds,
+        "ceiling_p99_ms": args.ceiling_p99_ms,
         "generate_concurrency": args.generate_concurrency,
         "generate_seconds": args.generate_seconds,
         "load_processes": args.load_processes,

@@ -70,8 +70,10 @@ class Senders:
             for _ in range(count):
                 self.idle.put_nowait(None)
         else:
-            for _ in range(count):
-                self.idle.put_nowait(Connection("127.0.0.1", self.command["port"]))
+            # ``ports``: several instances, the connections spread over them round-robin.
+            ports = self.command.get("ports") or [self.command["port"]]
+            for index in range(count):
+                self.idle.put_nowait(Connection("127.0.0.1", ports[index % len(ports)]))
 
     async def close(self) -> None:
         if self.pool is not None:

@@ -3,10 +3,16 @@
 Run as ``python -m bench.load``; the orchestrator drives it with one JSON command per line
 on stdin and reads one JSON answer per line on stdout:
 
-    connect  {kind, port, path, watchers: [[project id, token], ...], ...}
+    connect  {kind, port, path, watchers: [[project id, token], ...], fields, ...}
+    subscribe {fields, concurrency}  more subscriptions on every watcher's connection
     reset    {seq_start}            start recording deliveries of updates >= seq_start
     drain    {final, timeout, out}  wait for every watcher's final state; write latencies
+                                    (out) and which subscription each came by (out.streams)
     close    {}                     close everything and exit
+
+``fields`` (Storyline, naive): the subscriptions each watcher's one connection carries, in
+order, among ``SUBSCRIPTIONS``' keys; by default one projectStatus. ``subscribe`` adds
+more, before measuring (what was recorded per subscription is reset).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,24 @@ STORYLINE_QUERY = """subscription Watch($id: ID!) {
 POSTGRAPHILE_QUERY = """subscription Watch($topic: String!) {
   listen(topic: $topic) { relatedNodeId }
 }"""
+ACCOUNT_QUERY = """subscription Dashboard {
+  accountChanges {
+    __typename
+    ... on ProjectStatusEvent {
+      projectId status version progress stage errorMessage resultUrl updatedAt
+    }
+    ... on BalanceChange {
+      balance
+      entry { id kind amount balanceAfter projectId reason createdAt }
+    }
+  }
+}"""
 RAW_CHANNEL = "storyline_project"
+# A subscription's payload by its field's name, for the project a watcher follows.
+SUBSCRIPTIONS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "projectStatus": lambda project_id: {"query": STORYLINE_QUERY, "variables": {"id": project_id}},
+    "accountChanges": lambda _project_id: {"query": ACCOUNT_QUERY, "variables": {}},
+}
 
 
 def cpu_seconds() -> float:
@@ -40,11 +64,13 @@ def cpu_seconds() -> float:
 
 
 class Recorder:
-    """Deliveries of the updates being measured: latency in microseconds, receipt times."""
+    """Deliveries of the updates being measured: latency in microseconds, the subscription
+    (stream: its index in the watcher's fields) each came by, receipt times."""
 
     def __init__(self) -> None:
         self.seq_start: int | None = None
         self.latencies = array.array("q")
+        self.streams = array.array("B")
         self.first_ns = 0
         self.last_ns = 0
         self.cpu_start = cpu_seconds()
@@ -52,14 +78,16 @@ class Recorder:
     def reset(self, seq_start: int) -> None:
         self.seq_start = seq_start
         self.latencies = array.array("q")
+        self.streams = array.array("B")
         self.first_ns = 0
         self.last_ns = 0
         self.cpu_start = cpu_seconds()
 
-    def record(self, now: int, seq: int, sent: int) -> bool:
+    def record(self, now: int, seq: int, sent: int, stream: int = 0) -> bool:
         if self.seq_start is None or seq < self.seq_start:
             return False
         self.latencies.append((now - sent) // 1000)
+        self.streams.append(stream)
         if not self.first_ns:
             self.first_ns = now
         self.last_ns = now
@@ -73,26 +101,41 @@ class WatcherPool:
         self.path: str = command.get("path", "/graphql")
         self.initial_event = self.kind in ("storyline", "naive")
         self.attempts: int = command.get("attempts", 2)
+        self.fields: list[str] = command.get("fields") or ["projectStatus"]
         self.recorder = recorder
         self.slots: list[Watcher | None] = []
+        # Per receiver, that is per watcher and subscription: receiver = slot * streams + stream.
+        self.streams = len(self.fields)
         self.seen: list[set[int]] = []
         self.last_seq: list[int] = []
         self.errors: list[str] = []
         self.error_count = 0
         self.dropped = 0
+        self.duplicates = [0] * self.streams  # per subscription of a watcher
         self.retries = 0
         self.closing = False
 
-    def subscription(self, project_id: str) -> dict[str, Any]:
+    def operations(self, project_id: str, first: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """(operation id, subscribe payload) of each of a watcher's subscriptions, from the
+        ``first`` of ``fields`` on; operation "1" is the first field."""
         if self.kind == "postgraphile":
-            return {"query": POSTGRAPHILE_QUERY, "variables": {"topic": project_id}}
-        return {"query": STORYLINE_QUERY, "variables": {"id": project_id}}
+            return [("1", {"query": POSTGRAPHILE_QUERY, "variables": {"topic": project_id}})]
+        return [
+            (str(index + 1), SUBSCRIPTIONS[name](project_id))
+            for index, name in enumerate(self.fields)
+            if index >= first
+        ]
 
     # callbacks from Watcher
-    def delivered(self, watcher: Watcher, now: int, seq: int, sent: int) -> None:
-        if self.recorder.record(now, seq, sent):
-            self.seen[watcher.slot].add(seq)
-            self.last_seq[watcher.slot] = seq
+    def delivered(self, watcher: Watcher, stream: int, now: int, seq: int, sent: int) -> None:
+        if stream >= self.streams or not self.recorder.record(now, seq, sent, stream):
+            return
+        receiver = watcher.slot * self.streams + stream
+        seen = self.seen[receiver]
+        if seq in seen:
+            self.duplicates[stream] += 1
+        seen.add(seq)
+        self.last_seq[receiver] = seq
 
     def failed(self, watcher: Watcher, text: str) -> None:
         self.error_count += 1
@@ -109,8 +152,8 @@ class WatcherPool:
         loop = asyncio.get_running_loop()
         first = len(self.slots)
         self.slots.extend([None] * len(watchers))
-        self.seen.extend(set() for _ in watchers)
-        self.last_seq.extend(-1 for _ in watchers)
+        self.seen.extend(set() for _ in range(len(watchers) * self.streams))
+        self.last_seq.extend(-1 for _ in range(len(watchers) * self.streams))
 
         async def open_one(slot: int, project_id: str, token: str) -> bool:
             init = {"Authorization": f"Bearer {token}"}
@@ -149,34 +192,77 @@ class WatcherPool:
         self.clear()
         return answer
 
+    async def add_fields(self, fields: list[str], concurrency: int) -> dict[str, Any]:
+        """Subscribe every live watcher's connection to ``fields`` too."""
+        started = time.monotonic()
+        gate = asyncio.Semaphore(concurrency)
+        first = self.streams
+        self.fields = [*self.fields, *fields]
+        self.streams = len(self.fields)
+        self.seen = [set() for _ in range(len(self.slots) * self.streams)]
+        self.last_seq = [-1] * (len(self.slots) * self.streams)
+        self.duplicates = [0] * self.streams
+
+        async def add(watcher: Watcher) -> bool:
+            async with gate:
+                answered = watcher.subscribe(self.operations(watcher.project_id, first))
+                try:
+                    await asyncio.wait_for(asyncio.shield(answered), timeout=20)
+                except (ConnectionError, TimeoutError) as exc:
+                    if len(self.errors) < 5:
+                        self.errors.append(f"subscribe: {exc!r}"[:300])
+                    return False
+                return True
+
+        live = [watcher for watcher in self.slots if watcher is not None and not watcher.closed]
+        results = await asyncio.gather(*(add(watcher) for watcher in live))
+        answer = {
+            "ready": sum(results),
+            "failed": len(results) - sum(results),
+            "seconds": time.monotonic() - started,
+            "errors": self.errors,
+            "error_count": self.error_count,
+            "retries": 0,
+        }
+        self.clear()
+        return answer
+
     def clear(self) -> None:
         self.errors = []
         self.error_count = self.dropped = self.retries = 0
+        self.duplicates = [0] * self.streams
+
+    def receivers(self) -> list[tuple[Watcher, int]]:
+        """(watcher, receiver index) for each subscription of each live watcher."""
+        return [
+            (watcher, slot * self.streams + stream)
+            for slot, watcher in enumerate(self.slots)
+            if watcher is not None
+            for stream in range(self.streams)
+        ]
 
     def pending(self, final: dict[str, int]) -> int:
+        """Subscriptions that have not yet received their project's final state."""
         missing = 0
-        for slot, watcher in enumerate(self.slots):
-            if watcher is None:
-                continue
+        for watcher, receiver in self.receivers():
             want = final.get(watcher.project_id)
-            if want is not None and want not in self.seen[slot]:
+            if want is not None and want not in self.seen[receiver]:
                 missing += 1
         return missing
 
     def stale(self, final: dict[str, int]) -> int:
-        """Watchers whose last delivery is not their project's final state (older shown last)."""
+        """Subscriptions whose last delivery is not their project's final state (older
+        shown last)."""
         count = 0
-        for slot, watcher in enumerate(self.slots):
-            if watcher is None:
-                continue
+        for watcher, receiver in self.receivers():
             want = final.get(watcher.project_id)
-            if want is not None and want in self.seen[slot] and self.last_seq[slot] != want:
+            if want is not None and want in self.seen[receiver] and self.last_seq[receiver] != want:
                 count += 1
         return count
 
     def spread(self) -> list[int]:
-        """The fewest and the most deliveries any live watcher got."""
-        counts = [len(seen) for slot, seen in enumerate(self.seen) if self.slots[slot]]
+        """The fewest and the most deliveries any live subscription got."""
+        counts = [len(self.seen[receiver]) for _, receiver in self.receivers()]
         return [min(counts), max(counts)] if counts else [0, 0]
 
     def forget(self) -> None:
@@ -261,6 +347,11 @@ async def serve() -> None:
             else:
                 pool = pool or WatcherPool(command, recorder)
                 answer(await pool.connect(command["watchers"], command.get("concurrency", 64)))
+        elif name == "subscribe":
+            if pool is None:  # no watchers here
+                answer({"ready": 0, "failed": 0, "seconds": 0.0, "errors": []})
+            else:
+                answer(await pool.add_fields(command["fields"], command.get("concurrency", 64)))
         elif name == "reset":
             recorder.reset(command["seq_start"])
             if pool is not None:
@@ -281,6 +372,7 @@ async def serve() -> None:
             cpu = cpu_seconds() - recorder.cpu_start
             # Small, local and once per measurement: not worth a thread.
             Path(command["out"]).write_bytes(recorder.latencies.tobytes())  # noqa: ASYNC240
+            Path(command["out"] + ".streams").write_bytes(recorder.streams.tobytes())  # noqa: ASYNC240
             source: WatcherPool | RawListeners | None = pool or raw
             answer(
                 {
@@ -294,6 +386,7 @@ async def serve() -> None:
                     "errors": source.errors if source else [],
                     "error_count": source.error_count if source else 0,
                     "dropped": source.dropped if source else 0,
+                    "duplicates": pool.duplicates if pool else [0],
                     "retries": source.retries if source else 0,
                 }
             )

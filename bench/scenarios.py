@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import jwt
 import numpy as np
 
+from bench import cluster
 from bench.harness import (
     PYTHON,
     ROOT,
@@ -32,12 +34,16 @@ from bench.harness import (
     wait_ready,
 )
 from bench.httpclient import Connection
-from bench.report import PROFILE_GENERATE, PROFILE_HOT
+from bench.report import PROFILE_ACCOUNT, PROFILE_GENERATE, PROFILE_HOT
 
 CACHE = ROOT / "bench" / ".cache"
 STORYLINE = Path(PYTHON).parent / "storyline"  # the console script, as operators run it
 JWT_SECRET = "storyline-bench-secret-" + "0123456789abcdef" * 2
 OWNER = "bench-owner"  # owns the hot project; its watchers are admins (any project)
+# The account scenario's editors: each one WebSocket carrying these two subscriptions,
+# opened in this order (the dashboard, then the project the editor opens).
+ACCOUNT_FIELDS = ["accountChanges", "projectStatus"]
+ACCOUNT_CREDITS = 100  # each account scenario user's balance, from one GRANT entry
 WARM_SUBSCRIPTIONS = 100  # opened before the memory baseline: first-use allocations
 GENERATE_USERS = 32
 GENERATE_BODY = json.dumps(
@@ -63,8 +69,12 @@ DATABASES = {
 }
 FANOUT_SYSTEMS = ["pg-raw", "ws-floor", "naive", "postgraphile", "storyline"]
 MEMORY_SYSTEMS = ["ws-floor", "naive", "postgraphile", "storyline"]
+ACCOUNT_SYSTEMS = ["storyline"]  # no other system here has accountChanges
 GENERATE_SYSTEMS = ["floor", "storyline"]
-SCENARIOS = ["hot", "wide", "memory", "generate"]
+SCENARIOS = ["hot", "wide", "memory", "account", "generate"]
+# Run only when named (--scenarios): several instances each, and long.
+ON_DEMAND = ["storm", "ceiling"]
+STORM_SYSTEMS = ["ws-floor", "storyline"]
 
 # The naive stack and PostGraphile do not use Storyline's notification trigger.
 DROP_STORYLINE_TRIGGER = "DROP TRIGGER projects_notify ON projects"
@@ -103,7 +113,16 @@ class Sizes:
     wide_watchers: int = 5000
     wide_rate: float = 250.0
     wide_seconds: float = 20.0  # a whole keep-alive interval: its pings fall inside
+    account_users: int = 2000
+    account_rate: float = 250.0
+    account_seconds: float = 20.0  # a whole keep-alive interval, as wide
     memory_subscriptions: int = 5000
+    storm_watchers: int = 5000
+    storm_concurrency: int = 256  # handshakes in flight per reconnecting load process
+    ceiling_watchers: int = 3000
+    ceiling_rates: list[float] = field(default_factory=lambda: [100.0, 200.0, 400.0, 800.0])
+    ceiling_seconds: float = 5.0
+    ceiling_p99_ms: float = 100.0
     generate_concurrency: int = 32
     generate_seconds: float = 8.0
     generate_warmup: float = 2.0
@@ -123,7 +142,14 @@ QUICK = Sizes(
     wide_watchers=300,
     wide_rate=50.0,
     wide_seconds=3.0,
+    account_users=200,
+    account_rate=50.0,
+    account_seconds=3.0,
     memory_subscriptions=300,
+    storm_watchers=300,
+    ceiling_watchers=300,
+    ceiling_rates=[50.0, 100.0, 200.0],
+    ceiling_seconds=3.0,
     generate_seconds=3.0,
     generate_warmup=1.0,
     drain_seconds=5.0,
@@ -148,6 +174,18 @@ class Server:
     @property
     def pid(self) -> int | None:
         return self.child.pid if self.child is not None else None
+
+
+def percentiles(latencies: np.ndarray[Any, Any]) -> dict[str, float]:
+    """p50, p90, p99 and max of latencies (ms); NaN for none."""
+    count = len(latencies)
+    nan = float("nan")
+    return {
+        "p50_ms": float(np.percentile(latencies, 50)) if count else nan,
+        "p90_ms": float(np.percentile(latencies, 90)) if count else nan,
+        "p99_ms": float(np.percentile(latencies, 99)) if count else nan,
+        "max_ms": float(latencies.max()) if count else nan,
+    }
 
 
 class Bench:
@@ -178,6 +216,8 @@ class Bench:
         self.hot_project: dict[str, str] = {}
         self.wide_watchers: dict[str, list[tuple[str, str]]] = {}
         self.warm_watchers: dict[str, list[tuple[str, str]]] = {}
+        # The account scenario's users: one project each, and a balance (Storyline only).
+        self.account_watchers: list[tuple[str, str]] = []
         self.tokens: dict[str, str] = {}
         self.next_seq = 1
         self.code = "unknown"
@@ -193,7 +233,10 @@ class Bench:
             "hot": FANOUT_SYSTEMS,
             "wide": FANOUT_SYSTEMS,
             "memory": MEMORY_SYSTEMS,
+            "account": ACCOUNT_SYSTEMS,
             "generate": GENERATE_SYSTEMS,
+            "storm": STORM_SYSTEMS,
+            "ceiling": ["storyline"],
         }[scenario]
         chosen = [system for system in pool if self.only is None or system in self.only]
         # Rotate the order from run to run, so that drift on the machine spreads evenly.
@@ -211,7 +254,13 @@ class Bench:
         needed = self.needed_systems()
         databases = sorted({DATABASES[system] for system in needed})
         log(f"databases: {', '.join(databases)}")
-        seeds = max(self.sizes.wide_watchers, self.sizes.memory_subscriptions)
+        sizes = self.sizes
+        seeds = max(
+            sizes.wide_watchers,
+            sizes.memory_subscriptions,
+            sizes.storm_watchers if "storm" in self.scenarios else 0,
+            sizes.ceiling_watchers if "ceiling" in self.scenarios else 0,
+        )
         for database in databases:
             await self.postgres.create(database)
             if database == "naive":
@@ -230,6 +279,9 @@ class Bench:
             self.warm_watchers[database] = await self.seed(database, warm)
             wide = [f"bench-watcher-{index}" for index in range(seeds)]
             self.wide_watchers[database] = await self.seed(database, wide)
+            if database == "storyline" and "account" in self.scenarios:
+                users = [f"bench-editor-{index}" for index in range(self.sizes.account_users)]
+                self.account_watchers = await self.seed(database, users, ACCOUNT_CREDITS)
         if "postgraphile" in needed:
             try:
                 await self.install_postgraphile()
@@ -268,15 +320,22 @@ class Bench:
             raise RuntimeError("`storyline token` failed")
         return output.decode().strip()
 
-    async def seed(self, database: str, owners: list[str]) -> list[tuple[str, str]]:
-        """One PROCESSING project per owner; (project id, the owner's token) each."""
+    async def seed(
+        self, database: str, owners: list[str], credits: int = 0
+    ) -> list[tuple[str, str]]:
+        """One PROCESSING project per owner, and ``credits`` granted by one ledger entry
+        if not 0; (project id, the owner's token) each."""
         assert self.postgres is not None
         rows = await self.postgres.fetch(
             database,
             """
             WITH owners AS (
-                INSERT INTO accounts (user_id, balance) SELECT unnest($1::text[]), 0
+                INSERT INTO accounts (user_id, balance) SELECT unnest($1::text[]), $2::int
                 RETURNING user_id
+            ), granted AS (
+                INSERT INTO ledger (user_id, kind, amount, balance_after, reason)
+                SELECT user_id, 'GRANT', $2::int, $2::int, 'sign-up credits' FROM owners
+                WHERE $2::int > 0
             )
             INSERT INTO projects (id, user_id, status, credits_used, prompt, quality,
                 aspect_ratio, image_model, request_fingerprint)
@@ -285,6 +344,7 @@ class Bench:
             RETURNING id::text, user_id
             """,
             owners,
+            credits,
         )
         by_owner = {row[1]: row[0] for row in rows}
         for owner in owners:
@@ -413,7 +473,8 @@ class Bench:
             await child.stop()
 
     @contextlib.asynccontextmanager
-    async def load_processes(self) -> AsyncIterator[list[Child]]:
+    async def load_processes(self, count: int | None = None) -> AsyncIterator[list[Child]]:
+        """``count`` load processes (default: the sizes' ``load_processes``)."""
         children = [
             Child(
                 f"load-{index}",
@@ -421,7 +482,7 @@ class Bench:
                 log=self.logs / "load.log",
                 pipes=True,
             )
-            for index in range(self.sizes.load_processes)
+            for index in range(self.sizes.load_processes if count is None else count)
         ]
         try:
             for child in children:
@@ -435,9 +496,14 @@ class Bench:
                 await child.stop()
 
     async def connect(
-        self, server: Server, workers: list[Child], watchers: list[tuple[str, str]]
+        self,
+        server: Server,
+        workers: list[Child],
+        watchers: list[tuple[str, str]],
+        fields: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Open the watchers (spread over the load processes); wait until the server is idle."""
+        """Open the watchers (spread over the load processes), each one connection with the
+        subscriptions ``fields`` (default: projectStatus); wait until the server is idle."""
         system = server.system
         if system == "pg-raw":
             assert self.postgres is not None
@@ -464,6 +530,7 @@ class Bench:
                             "kind": system,
                             "port": server.port,
                             "watchers": share,
+                            "fields": fields,
                             "concurrency": self.sizes.connect_concurrency,
                         }
                     )
@@ -472,7 +539,29 @@ class Bench:
                 )
             )
         await self.quiesce(server)
-        summary = {
+        summary = self.summary(answers)
+        if summary["failed"]:
+            log(f"  {system}: {summary['failed']} watchers could not subscribe")
+        return summary
+
+    async def subscribe(
+        self, server: Server, workers: list[Child], fields: list[str]
+    ) -> dict[str, Any]:
+        """Add the subscriptions ``fields`` on every open watcher's connection; wait until
+        the server is idle."""
+        command: dict[str, Any] = {
+            "cmd": "subscribe",
+            "fields": fields,
+            "concurrency": self.sizes.connect_concurrency,
+        }
+        answers = await asyncio.gather(*(worker.call(command) for worker in workers))
+        await self.quiesce(server)
+        return self.summary(answers)
+
+    @staticmethod
+    def summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
+        """The load processes' answers to connect or subscribe, summed up."""
+        return {
             "ready": sum(answer["ready"] for answer in answers),
             "failed": sum(answer["failed"] for answer in answers),
             "seconds": max(answer["seconds"] for answer in answers),
@@ -480,9 +569,6 @@ class Bench:
             "error_count": sum(answer.get("error_count", 0) for answer in answers),
             "errors": [error for answer in answers for error in answer.get("errors", [])][:3],
         }
-        if summary["failed"]:
-            log(f"  {system}: {summary['failed']} watchers could not subscribe")
-        return summary
 
     async def quiesce(self, server: Server, limit: float = 20.0) -> None:
         """Wait until the server is idle: subscriptions registered, start-up work done."""
@@ -511,8 +597,16 @@ class Bench:
         rate: float,
         duration: float,
         per_update: int,
+        streams: list[str] | None = None,
+        pids: list[int] | None = None,
+        ports: list[int] | None = None,
     ) -> dict[str, Any]:
-        """Send updates at ``rate`` for ``duration``; collect every delivery's latency."""
+        """Send updates at ``rate`` for ``duration`` (to ``server``); collect every delivery's
+        latency. ``streams``: the subscriptions each watcher carries (``connect``'s fields),
+        whose deliveries are also summed up one by one under ``by_field``. ``pids``: the
+        server processes whose CPU is ``cpu_server`` (default: ``server``'s); ``ports``: the
+        instances whose ``updateStatus`` the pipeline spreads its connections over (default:
+        ``server``'s)."""
         assert self.postgres is not None
         system = server.system
         seq_start = self.next_seq
@@ -526,12 +620,17 @@ class Bench:
             "concurrency": 32,
         }
         if system in ("storyline", "naive"):
-            command |= {"via": "graphql", "port": server.port, "token": self.pipeline_token}
+            command |= {
+                "via": "graphql",
+                "port": server.port,
+                "ports": ports or [server.port],
+                "token": self.pipeline_token,
+            }
         else:
             command |= {"via": "sql", "dsn": self.postgres.url(DATABASES[system])}
         driver = await self.start_driver(command)
         try:
-            pids = self.server_pids(server)
+            pids = self.server_pids(server) if pids is None else pids
             db_before, server_before = cpu_of(self.postgres.pids()), cpu_of(pids)
             wall_start = time.monotonic()
             sent = await driver.read()
@@ -557,11 +656,27 @@ class Bench:
         finally:
             await driver.stop()
         latencies = np.concatenate([np.fromfile(out, dtype=np.int64) for out in outputs]) / 1000.0
+        kinds = np.concatenate([np.fromfile(f"{out}.streams", dtype=np.uint8) for out in outputs])
         deliveries = int(sum(drain["deliveries"] for drain in drains))
+        duplicated: Counter[int] = Counter()  # by subscription (stream) of a watcher
+        for drain in drains:
+            duplicated.update(dict(enumerate(drain.get("duplicates", []))))
+        duplicates = sum(duplicated.values())
         last_ns = max((drain["last_ns"] for drain in drains), default=0)
         window = max((last_ns - sent["first_send_ns"]) / 1e9, sent["seconds"], 1e-3)
         offered = (sent["sent"] - sent["error_count"]) * per_update
         errors = [*sent["errors"], *(e for drain in drains for e in drain["errors"])]
+        by_field: dict[str, dict[str, Any]] = {}
+        fields = streams or []
+        for index, name in enumerate(fields):
+            mine = latencies[kinds == index]
+            wanted = offered // len(fields)  # every watcher carries each field once
+            by_field[name] = {
+                "deliveries": len(mine),
+                "duplicates": duplicated[index],
+                "lost": max(0, wanted - (len(mine) - duplicated[index])),
+                **percentiles(mine),
+            }
         return {
             "updates": sent["sent"],
             "unsent": sent["unsent"],
@@ -573,10 +688,12 @@ class Bench:
             "delivered": deliveries / offered if offered else 0.0,
             "deliveries_per_s": deliveries / window,
             "window_s": window,
-            "p50_ms": float(np.percentile(latencies, 50)) if deliveries else float("nan"),
-            "p90_ms": float(np.percentile(latencies, 90)) if deliveries else float("nan"),
-            "p99_ms": float(np.percentile(latencies, 99)) if deliveries else float("nan"),
-            "max_ms": float(latencies.max()) if deliveries else float("nan"),
+            **percentiles(latencies),
+            "duplicates": duplicates,
+            # Deliveries offered that never came (the contract lets a lagging client skip
+            # to the newest state; the final one is counted by ``missing``).
+            "lost": max(0, offered - (deliveries - duplicates)),
+            "by_field": by_field,
             "missing": int(sum(drain["missing"] for drain in drains)),
             "stale": int(sum(drain["stale"] for drain in drains)),
             "per_watcher": [
@@ -707,12 +824,21 @@ class Bench:
             await self.memory_on(run, server, workers, watchers)
 
     async def memory_on(
-        self, run: int, server: Server, workers: list[Child], watchers: list[tuple[str, str]]
-    ) -> None:
+        self,
+        run: int,
+        server: Server,
+        workers: list[Child],
+        watchers: list[tuple[str, str]],
+        field: str = "projectStatus",
+    ) -> dict[str, Any]:
+        """RSS per subscription, as ``watchers`` subscribe after 100 warm-up ones: each one
+        connection with one ``field`` subscription (accountChanges: to the watcher's own
+        account). The watchers' connection summary."""
         assert server.pid is not None
-        await self.connect(server, workers, self.warm_watchers[DATABASES[server.system]])
+        warm = self.warm_watchers[DATABASES[server.system]]
+        await self.connect(server, workers, warm, [field])
         before = rss_of(server.pid)
-        connection = await self.connect(server, workers, watchers)
+        connection = await self.connect(server, workers, watchers, [field])
         await asyncio.sleep(1.0)
         after = rss_of(server.pid)
         count = max(connection["ready"], 1)
@@ -720,6 +846,7 @@ class Bench:
             "memory",
             server.system,
             run,
+            field=field,
             subscriptions=connection["ready"],
             failed=connection["failed"],
             rss_before_mb=before / 2**20,
@@ -728,9 +855,75 @@ class Bench:
             connect_seconds=connection["seconds"],
         )
         log(
-            f"  memory {server.system:12} N={connection['ready']:5}: "
+            f"  memory {server.system:12} {field:14} N={connection['ready']:5}: "
             f"{row['kb_per_subscription']:6.1f} KB/subscription "
             f"(RSS {row['rss_before_mb']:.0f} -> {row['rss_after_mb']:.0f} MB)"
+        )
+        return connection
+
+    async def account(self, run: int) -> None:
+        """The editors' dashboard: each user one connection carrying accountChanges and
+        projectStatus on their one project; progress reports spread over the projects.
+        The memory per idle accountChanges is read as those connections open, before
+        their projectStatus subscriptions are added."""
+        sizes = self.sizes
+        for system in self.systems("account", run):
+            watchers = self.account_watchers[: sizes.account_users]
+            async with self.server(system) as server, self.load_processes() as workers:
+                connection, added = await self.open_dashboards(server, workers, run)
+                point = await self.dashboard_updates(server, workers, run, sizes.account_seconds)
+            row = self.record(
+                "account",
+                system,
+                run,
+                users=len(watchers),
+                connect=connection,
+                subscribe=added,
+                **point,
+            )
+            fields = " ".join(
+                f"{name} p50 {each['p50_ms']:.1f} p99 {each['p99_ms']:.1f} lost {each['lost']}"
+                for name, each in row["by_field"].items()
+            )
+            log(
+                f"  account {system:10} U={len(watchers):5}: p50 {row['p50_ms']:7.1f} ms "
+                f"p99 {row['p99_ms']:7.1f} ms ({fields}) missing {row['missing']} "
+                f"cpu srv {row['cpu_server']:.2f} load {row['cpu_load']:.2f} "
+                f"db {row['cpu_db']:.2f} connect {connection['seconds']:.1f} s "
+                f"+ {added['seconds']:.1f} s"
+                + (f"  errors {row['errors'][:1]}" if row["errors"] else "")
+            )
+
+    async def open_dashboards(
+        self, server: Server, workers: list[Child], run: int | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The account users' connections with accountChanges (with ``run``: recording the
+        memory per idle one as they open), then projectStatus added to each; both summaries."""
+        dashboard, *opened = ACCOUNT_FIELDS
+        watchers = self.account_watchers[: self.sizes.account_users]
+        if run is None:
+            connection = await self.connect(server, workers, watchers, [dashboard])
+        else:
+            connection = await self.memory_on(run, server, workers, watchers, dashboard)
+        added = await self.subscribe(server, workers, opened)
+        if added["failed"]:
+            log(f"  {server.system}: {added['failed']} watchers could not add {opened}")
+        return connection, added
+
+    async def dashboard_updates(
+        self, server: Server, workers: list[Child], run: int, duration: float
+    ) -> dict[str, Any]:
+        """Progress reports round-robin over the account users' projects (shuffled)."""
+        order = [project for project, _ in self.account_watchers[: self.sizes.account_users]]
+        random.Random(run).shuffle(order)
+        return await self.measure_updates(
+            server,
+            workers,
+            projects=order,
+            rate=self.sizes.account_rate,
+            duration=duration,
+            per_update=len(ACCOUNT_FIELDS),
+            streams=ACCOUNT_FIELDS,
         )
 
     async def generate(self, run: int) -> None:
@@ -876,6 +1069,34 @@ class Bench:
         )
         return point
 
+    async def profile_account(self) -> None:
+        """One more dashboard pass with Storyline under pyinstrument (not in the tables)."""
+        if self.profile_dir is None:
+            return
+        sizes = self.sizes
+        seconds = max(sizes.account_seconds / 2, 8.0)
+        raw = self.work / "profile-account.txt"
+        async with (
+            self.server("storyline", profile=raw) as server,
+            self.load_processes() as workers,
+        ):
+            assert server.child is not None
+            await self.open_dashboards(server, workers, None)
+            server.child.signal(signal.SIGUSR1)
+            point = await self.dashboard_updates(server, workers, sizes.runs, seconds)
+            server.child.signal(signal.SIGUSR2)
+            await self.await_report(raw)
+        self.write_profile(
+            raw,
+            PROFILE_ACCOUNT,
+            f"Storyline (code {self.code}) on the editors' dashboard: {sizes.account_users} "
+            f"users, each one connection with accountChanges and projectStatus, "
+            f"{sizes.account_rate:g} updateStatus/s spread over their projects for {seconds:g} s."
+            f"\nUnder the profiler: p50 {point['p50_ms']:.1f} ms, p99 {point['p99_ms']:.1f} ms "
+            f"(updateStatus answered in p50 {point['response_ms']['p50']:.1f} ms, "
+            f"p99 {point['response_ms']['p99']:.1f} ms)",
+        )
+
     async def profile_generate(self) -> None:
         """One more generateStory pass with Storyline under pyinstrument (not in the tables)."""
         if self.profile_dir is None:
@@ -924,11 +1145,20 @@ class Bench:
                 await self.hot(run)
             if "wide" in self.scenarios or "memory" in self.scenarios:
                 await self.wide_and_memory(run)
+            if "account" in self.scenarios:
+                await self.account(run)
             if "generate" in self.scenarios:
                 await self.generate(run)
+            if "storm" in self.scenarios:
+                await cluster.storm(self, run)
+            if "ceiling" in self.scenarios:
+                await cluster.ceiling(self, run)
         if "hot" in self.scenarios and (self.only is None or "storyline" in self.only):
             log("profiling Storyline during hot fan-out")
             await self.profile()
+        if "account" in self.scenarios and (self.only is None or "storyline" in self.only):
+            log("profiling Storyline on the editors' dashboard")
+            await self.profile_account()
         if "generate" in self.scenarios and (self.only is None or "storyline" in self.only):
             log("profiling Storyline during generateStory")
             await self.profile_generate()

@@ -62,13 +62,17 @@ def stage_of(kind: str, message: dict[str, Any]) -> str | None:
             return None
         node = loads(base64.b64decode(node_id))
         return node.get("stage") if isinstance(node, dict) else None
-    event = data.get("projectStatus") or {}
+    # projectStatus's event, or accountChanges' when it is a ProjectStatusEvent (a
+    # BalanceChange has no stage).
+    event = data.get("projectStatus") or data.get("accountChanges") or {}
     stage = event.get("stage")
     return stage if isinstance(stage, str) else None
 
 
 class Watcher(asyncio.Protocol):
-    """One browser tab: one connection, one projectStatus (or listen) subscription."""
+    """One browser tab: one connection carrying the pool's subscriptions (operation ids
+    "1", "2", ...; by default one projectStatus, or listen). ``ready`` resolves once each
+    subscription started so far has answered (``subscribe`` starts more)."""
 
     def __init__(self, pool: Any, slot: int, project_id: str, init: dict[str, Any]) -> None:
         self.pool = pool
@@ -83,8 +87,8 @@ class Watcher(asyncio.Protocol):
         self.fragment_compressed = False
         self.ready = asyncio.get_running_loop().create_future()
         self.closed = False
-        self.max_seq = -1
         self.compressed = False
+        self.waiting: set[str] = set()  # operations whose first event has not come yet
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -147,6 +151,19 @@ class Watcher(asyncio.Protocol):
     def send(self, message: dict[str, Any]) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(frame(json.dumps(message, separators=(",", ":")).encode()))
+
+    def subscribe(self, operations: list[tuple[str, dict[str, Any]]]) -> asyncio.Future[None]:
+        """Start these operations (id, subscribe payload); ``ready``, returned, resolves once
+        each has answered (at once for a server that sends no first event)."""
+        if self.ready.done():
+            self.ready = asyncio.get_running_loop().create_future()
+        for operation, payload in operations:
+            self.send({"id": operation, "type": "subscribe", "payload": payload})
+            if self.pool.initial_event:
+                self.waiting.add(operation)
+        if not self.waiting:
+            self.ready.set_result(None)
+        return self.ready
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -217,24 +234,17 @@ class Watcher(asyncio.Protocol):
                 self.pool.failed(self, f"next with errors: {json.dumps(message)[:300]}")
                 self._fail("subscription error")
                 return
+            operation = message.get("id")
             stage = stage_of(self.pool.kind, message)
             if stage is not None and stage.startswith("b"):
                 seq_text, _, sent_text = stage[1:].partition(":")
-                seq = int(seq_text)
-                self.pool.delivered(self, now, seq, int(sent_text))
-                self.max_seq = max(self.max_seq, seq)
-            if not self.ready.done():
+                stream = int(operation) - 1 if isinstance(operation, str) else 0
+                self.pool.delivered(self, stream, now, int(seq_text), int(sent_text))
+            self.waiting.discard(operation)
+            if not self.waiting and not self.ready.done():
                 self.ready.set_result(None)
         elif kind == "connection_ack":
-            self.send(
-                {
-                    "id": "1",
-                    "type": "subscribe",
-                    "payload": self.pool.subscription(self.project_id),
-                }
-            )
-            if not self.pool.initial_event and not self.ready.done():
-                self.ready.set_result(None)
+            self.subscribe(self.pool.operations(self.project_id))
         elif kind == "ping":
             self.send({"type": "pong"})
         elif kind in ("error", "complete", "connection_error"):

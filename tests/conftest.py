@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storyline.persistence.embedded import embedded_server
 from storyline.persistence.engine import sqlalchemy_url
 from storyline.persistence.invariants import violations
-from tests.support import Api, serving, storyline
+from tests.support import Api, free_port, serving, storyline
+from tests.support.browser import chromium, offline_args, watched_page
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
+from tests.support.venvs import Wheelhouse
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +70,26 @@ async def api(database_url: str, fake_upstream: tuple[FakeVideoService, str]) ->
         yield client
 
 
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect API for the whole session; its URL. For the tests that run the
+    pipeline client's flows, here or in a process of their own."""
+    from tests.support.prefect import prefect_api  # Prefect only where a flow runs
+
+    with prefect_api(tmp_path_factory.mktemp("prefect-home")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
+    """What fresh virtualenvs install from: STORYLINE_TEST_WHEELHOUSE, else a directory in the
+    user's cache, kept from one run to the next so that only the first one downloads."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = os.environ.get("STORYLINE_TEST_WHEELHOUSE") or cache / "storyline" / "wheelhouse"
+    constraints = tmp_path_factory.mktemp("pins") / "constraints.txt"
+    return Wheelhouse.at(Path(path), constraints)
+
+
 @pytest.fixture
 def fake(fake_upstream: tuple[FakeVideoService, str]) -> FakeVideoService:
     return fake_upstream[0]
@@ -104,3 +127,19 @@ def no_collector() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, with nothing but 127.0.0.1 to reach: the pages Storyline
+    serves must work offline. Skips the test without it (``make browser``)."""
+    async with chromium(*offline_args(free_port())) as browser:
+        yield browser
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page (own storage) that fails the test on any JavaScript error, a policy
+    violation included."""
+    async with watched_page(browser) as page:
+        yield page

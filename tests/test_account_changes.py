@@ -239,3 +239,18 @@ def test_a_snapshot_saw_what_had_committed_when_it_was_taken() -> None:
         105: False,  # not yet begun
         200: False,
     }
+
+
+async def test_a_text_too_long_for_a_notification_reaches_the_dashboard_whole(api: Api) -> None:
+    user = new_user()
+    message = "é" * 20_000  # far over what a notification carries, escaped or not
+    async with connected(api.url, token(user)) as ws:
+        await start_account(ws)
+        await next_change(ws, within=WAIT)
+        project = (await api.generate(user))["data"]["generateStory"]
+        answer = await api.report(projectId=project["id"], status="FAILED", errorMessage=message)
+        assert "errors" not in answer, {**answer, "data": "..."}
+        changes = await until(ws, lambda seen: any(c.get("status") == "FAILED" for c in seen))
+    [failed] = [c for c in changes if c.get("status") == "FAILED"]
+    assert failed["errorMessage"] == message
+    check_order(changes)

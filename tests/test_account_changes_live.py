@@ -13,24 +13,17 @@ The money invariants are checked after every test (conftest.py).
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from tests.support import Api, new_user, storyline, token
+from tests.support import Api, new_user, token
 from tests.support.books import money_violations
-from tests.support.databases import (
-    STORYLINE_LISTEN,
-    database_name,
-    listener_outage,
-    migrated_database,
-    the_backend,
-)
+from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
+from tests.support.outages import listened_storyline, wait_for_readiness
 from tests.support.processes import two_instances
+from tests.support.waiting import eventually, settled
 from tests.support.watch import (
     check_order,
     connected,
@@ -54,9 +47,10 @@ async def test_a_watcher_on_one_instance_sees_what_another_instance_did(
             await start_account(ws)
             signup = await next_change(ws, within=WAIT)
             created = (await two.generate(user))["data"]["generateStory"]
-            await two.report(projectId=created["id"], status="COMPLETED")
+            done = await two.report(projectId=created["id"], status="COMPLETED")
+            assert "errors" not in done, done
             changes = await until(
-                ws, lambda seen: any(c.get("status") == "COMPLETED" for c in seen)
+                ws, lambda seen: any(c.get("status") == "COMPLETED" for c in seen), within=30
             )
         check_order([signup, *changes])
         [charge] = [c for c in changes if is_balance(c)]
@@ -68,71 +62,53 @@ async def test_a_watcher_on_one_instance_sees_what_another_instance_did(
 async def test_after_a_listener_outage_what_changed_meanwhile_is_sent_once(
     server_url: str, fake_upstream: tuple[FakeVideoService, str]
 ) -> None:
-    database = await migrated_database(server_url)
-    name = database_name(database)
-    control = await asyncpg.connect(server_url)  # in the server's "postgres" database
-    writer = await asyncpg.connect(database)  # opened before the outage
-    try:
-        async with storyline(
-            database, upstream_url=fake_upstream[1], upstream_token="upstream-secret-token"
-        ) as api:
-            killed = await the_backend(control, database=name, query=STORYLINE_LISTEN)
-            user = new_user()
-            await api.grant(user, 500)
-            heard, unheard = [(await api.generate(user))["data"]["generateStory"] for _ in range(2)]
-            async with connected(api.url, token(user)) as ws:
-                await start_account(ws)
-                first = await until(ws, lambda seen: len(seen) == 3)
-                # A change heard live before the outage: it must not come again after it.
-                await api.report(projectId=heard["id"], status="PROCESSING", progress=10)
-                [live] = await until(ws, lambda seen: bool(seen))
-                assert (live["projectId"], live["progress"]) == (heard["id"], 10)
+    async with listened_storyline(server_url, fake_upstream[1]) as listened:
+        api, writer = listened.api, listened.writer
+        user = new_user()
+        await api.grant(user, 500)
+        heard, unheard = [(await api.generate(user))["data"]["generateStory"] for _ in range(2)]
+        async with connected(api.url, token(user)) as ws:
+            await start_account(ws)
+            first = await until(ws, lambda seen: len(seen) == 3)
+            # A change heard live before the outage: it must not come again after it.
+            await api.report(projectId=heard["id"], status="PROCESSING", progress=10)
+            [live] = await until(ws, lambda seen: bool(seen))
+            assert (live["projectId"], live["progress"]) == (heard["id"], 10)
 
-                async with listener_outage(control, database, killed):
-                    await wait_until_unready(api)
-                    # Changes nobody hears: a project moves and credits are granted.
-                    await writer.execute(
-                        "UPDATE projects SET progress = 55 WHERE id = $1",
-                        uuid.UUID(unheard["id"]),
+            async with listened.outage():
+                await wait_for_readiness(api, 503, WAIT)
+                # Changes nobody hears: a project moves and credits are granted.
+                await writer.execute(
+                    "UPDATE projects SET progress = 55 WHERE id = $1",
+                    uuid.UUID(unheard["id"]),
+                )
+                async with writer.transaction():
+                    balance = await writer.fetchval(
+                        "UPDATE accounts SET balance = balance + 7 WHERE user_id = $1"
+                        " RETURNING balance",
+                        user,
                     )
-                    async with writer.transaction():
-                        balance = await writer.fetchval(
-                            "UPDATE accounts SET balance = balance + 7 WHERE user_id = $1"
-                            " RETURNING balance",
-                            user,
-                        )
-                        await writer.execute(
-                            "INSERT INTO ledger (user_id, kind, amount, balance_after, reason)"
-                            " VALUES ($1, 'GRANT', 7, $2, 'while away')",
-                            user,
-                            balance,
-                        )
+                    await writer.execute(
+                        "INSERT INTO ledger (user_id, kind, amount, balance_after, reason)"
+                        " VALUES ($1, 'GRANT', 7, $2, 'while away')",
+                        user,
+                        balance,
+                    )
 
-                resynced = await until(ws, lambda seen: len(seen) == 2, within=20)
-                with_balance = [c for c in resynced if is_balance(c)]
-                assert [(c["balance"], c["entry"]["reason"]) for c in with_balance] == [
-                    (balance, "while away")
-                ]
-                [moved] = [c for c in resynced if not is_balance(c)]
-                assert (moved["projectId"], moved["progress"]) == (unheard["id"], 55)
-                # Nothing more: the project heard before the outage is not sent again.
-                try:
-                    extra = await next_message(ws, within=0.5)
-                except TimeoutError:
-                    extra = None
-                assert extra is None, extra
-                check_order([*first, live, *resynced])
-    finally:
-        await writer.close()
-        await control.close()
-
-
-async def wait_until_unready(api: Api) -> None:
-    async with asyncio.timeout(WAIT):
-        while True:
-            if (await api.http.get("/readyz")).status_code == 503:
-                return
-            await asyncio.sleep(0.05)
+            resynced = await until(ws, lambda seen: len(seen) == 2, within=20)
+            with_balance = [c for c in resynced if is_balance(c)]
+            assert [(c["balance"], c["entry"]["reason"]) for c in with_balance] == [
+                (balance, "while away")
+            ]
+            [moved] = [c for c in resynced if not is_balance(c)]
+            assert (moved["projectId"], moved["progress"]) == (unheard["id"], 55)
+            # Nothing more: the project heard before the outage is not sent again.
+            try:
+                extra = await next_message(ws, within=0.5)
+            except TimeoutError:
+                extra = None
+            assert extra is None, extra
+            check_order([*first, live, *resynced])
 
 
 def _counts(api: Api) -> tuple[int, int, int, int]:
@@ -145,7 +121,7 @@ async def test_five_hundred_watchers_come_and_go_and_leave_nothing_behind(api: A
     users = [new_user() for _ in range(4)]
     for user in users:
         await api.grant(user, 1)
-    before = await settled(api)
+    before = await settled(lambda: _counts(api))
     during: list[tuple[int, int, int, int]] = []
     gate = asyncio.Semaphore(25)
 
@@ -164,23 +140,8 @@ async def test_five_hundred_watchers_come_and_go_and_leave_nothing_behind(api: A
     # While a subscription is live it is counted: a leak could not hide from these numbers.
     assert all(subs > before[1] and owned > before[3] for _, subs, _, owned in during)
     assert max(accounts for _, _, accounts, _ in during) >= before[2] + 2
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if _counts(api) == before:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: _counts(api) == before, within=5)
     assert _counts(api) == before, f"before {before}, after {_counts(api)}"
-
-
-async def settled(api: Api) -> tuple[int, int, int, int]:
-    """The counts once they have not moved for half a second (earlier tests wind down)."""
-    last, stable_since = _counts(api), time.monotonic()
-    deadline = stable_since + 10
-    while time.monotonic() - stable_since < 0.5 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        if (now := _counts(api)) != last:
-            last, stable_since = now, time.monotonic()
-    return last
 
 
 async def test_an_expired_token_ends_the_subscription_with_an_error(api: Api) -> None:

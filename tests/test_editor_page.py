@@ -18,28 +18,18 @@ from typing import Any
 import pytest
 from playwright.async_api import (
     Browser,
-    ConsoleMessage,
+    Locator,
     Page,
     WebSocketRoute,
-    async_playwright,
     expect,
 )
 
+from storyline.graphql_http import document_id
+from storyline.schema.manifest import manifest_of, own_sources, write_manifest
+from storyline.web import editor_document
 from tests.support import Api, new_user, storyline, token
+from tests.support.browser import csp_directives
 
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-# Without the background-networking flags, Chromium's own connections crowd out the page's.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 COMPLETION_TIMEOUT_MS = 30_000
 # Playwright's 5 s default is tight on a loaded 2-core machine (CI runs everything at once).
 expect.set_options(timeout=15_000)
@@ -49,40 +39,10 @@ QUIET_MS = 4_000
 
 
 @pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package; `make browser`)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture(scope="module")
 async def simulated(database_url: str, browser: Browser) -> AsyncIterator[Api]:
     """Storyline with its built-in simulator (no upstream_url), a step every 0.2 s."""
     async with storyline(database_url, simulator_step_seconds=0.2) as api:
         yield api
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh page (own storage) that fails the test on any JavaScript error."""
-    context = await browser.new_context(viewport={"width": 1200, "height": 800})
-    page = await context.new_page()
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            problems.append(f"console: {message.text} at {message.location}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    yield page
-    await context.close()
-    assert not problems, problems
 
 
 async def open_editor(page: Page, api: Api, raw_token: str) -> None:
@@ -94,20 +54,23 @@ async def open_editor(page: Page, api: Api, raw_token: str) -> None:
     await page.get_by_role("button", name="Use token").click()
 
 
+async def completed_story(page: Page, prompt: str) -> Locator:
+    """Generate a story of ``prompt``; its card, once it shows COMPLETED (the only card)."""
+    await page.get_by_label("Prompt").fill(prompt)
+    await page.get_by_role("button", name="Generate story").click()
+    card = page.get_by_test_id("project-card")
+    await expect(card.get_by_test_id("status")).to_have_text(
+        "COMPLETED", timeout=COMPLETION_TIMEOUT_MS
+    )
+    return card
+
+
 def timeline_versions(texts: list[str]) -> list[int]:
     """The versions a card's timeline entries name ("v3 · PROCESSING …"), in their order."""
     return [int(m[1]) for text in texts if (m := re.search(r"\bv(\d+)\b", text))]
 
 
-def csp_directives(policy: str) -> dict[str, list[str]]:
-    directives = {}
-    for directive in policy.split(";"):
-        name, *values = directive.split()
-        directives[name] = values
-    return directives
-
-
-async def test_the_editor_is_served_with_security_headers_and_graphiql_without(api: Api) -> None:
+async def test_the_editor_is_served_with_security_headers(api: Api) -> None:
     host = api.url.removeprefix("http://")
     page = await api.http.get("/")
     assert page.status_code == 200
@@ -122,10 +85,6 @@ async def test_the_editor_is_served_with_security_headers_and_graphiql_without(a
     for asset in ("/static/editor.js", "/static/editor.css"):
         served = await api.http.get(asset)
         assert served.headers["x-content-type-options"] == "nosniff", asset
-
-    graphiql = await api.http.get("/graphql", headers={"Accept": "text/html"})
-    assert graphiql.status_code == 200
-    assert "content-security-policy" not in graphiql.headers
 
 
 async def test_a_forged_host_cannot_write_the_policy(api: Api) -> None:
@@ -191,12 +150,7 @@ async def test_an_unaffordable_story_shows_required_and_balance(simulated: Api, 
     await page.get_by_label("Quality").select_option("FULL_HD")
     await expect(page.get_by_test_id("price")).to_have_text("80")
     await page.get_by_label("Aspect ratio").select_option("SQUARE_1_1")
-    await page.get_by_label("Prompt").fill("A square story")
-    await page.get_by_role("button", name="Generate story").click()
-    card = page.get_by_test_id("project-card")
-    await expect(card.get_by_test_id("status")).to_have_text(
-        "COMPLETED", timeout=COMPLETION_TIMEOUT_MS
-    )
+    card = await completed_story(page, "A square story")
     await expect(page.get_by_test_id("balance")).to_have_text("20")
 
     await page.get_by_role("button", name="Generate story").click()
@@ -306,7 +260,8 @@ async def test_one_subscription_keeps_the_list_and_the_balance_without_polling(
     await expect(page.get_by_test_id("price")).to_have_text("60")
     await expect(page.get_by_test_id("live-state")).to_have_text("live")
     await expect(page.get_by_test_id("projects-empty")).to_be_visible()
-    assert ["query Dashboard" in post for post in posts] == [True], posts  # price, history
+    # price and history, by the Dashboard operation of the page's document
+    assert [json.loads(post)["operationName"] for post in posts] == ["Dashboard"], posts
     posts.clear()
     await page.evaluate("window.notReloaded = true")
 
@@ -339,10 +294,11 @@ async def test_one_subscription_keeps_the_list_and_the_balance_without_polling(
     await page.wait_for_timeout(QUIET_MS)
     details = [json.loads(post) for post in posts]
     assert [d["variables"] for d in details] == [{"id": first}, {"id": second}], posts
-    assert all("project(id: $id)" in d["query"] for d in details), posts
+    assert all(d["operationName"] == "One" for d in details), posts
+    assert all(d["query"] == editor_document() for d in details), posts  # by text: not trusted
     subscribes = [message for message in sent if message["type"] == "subscribe"]
     assert len(subscribes) == 1, subscribes
-    assert "accountChanges" in subscribes[0]["payload"]["query"]
+    assert subscribes[0]["payload"]["operationName"] == "Feed"
     assert await page.evaluate("window.notReloaded") is True
 
     if os.environ.get("STORYLINE_UPDATE_SCREENSHOT") == "1":
@@ -429,3 +385,44 @@ async def test_after_a_lost_connection_the_page_catches_up_on_what_it_missed(
     texts = await card.get_by_test_id("timeline-entry").all_inner_texts()
     versions = timeline_versions(texts)
     assert versions == sorted(set(versions)), texts  # caught up without a duplicate
+
+
+async def test_with_trusted_documents_the_page_and_the_simulator_send_hashes(
+    database_url: str, page: Page, tmp_path: Path
+) -> None:
+    """A server that runs only the manifest `storyline trusted-documents write` makes of its
+    own clients' documents: a story goes live to COMPLETED, every document named by hash."""
+    manifest = tmp_path / "manifest.json"
+    write_manifest(manifest, manifest_of(d for source in own_sources() for d in source.documents))
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(json.loads(request.post_data or "{}"))
+            if request.method == "POST" and request.url.endswith("/graphql")
+            else None
+        ),
+    )
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent",
+            lambda frame: (
+                sent.append(message["payload"])
+                if (message := json.loads(frame))["type"] == "subscribe"
+                else None
+            ),
+        ),
+    )
+    async with storyline(
+        database_url, simulator_step_seconds=0.2, trusted_documents=str(manifest)
+    ) as trusted:
+        plain = await trusted.request("query Price { price }", auth=token(new_user()))
+        assert plain.status_code == 400  # nothing else runs
+        await open_editor(page, trusted, token(new_user()))
+        await expect(page.get_by_test_id("price")).to_have_text("60")
+        await completed_story(page, "A story told by hash")
+        await expect(page.get_by_test_id("balance")).to_have_text("40")
+    assert {"Dashboard", "Generate", "Feed"} <= {body["operationName"] for body in sent}
+    assert all(body.keys() == {"documentId", "operationName", "variables"} for body in sent)
+    assert {body["documentId"] for body in sent} == {document_id(editor_document())}

@@ -1,6 +1,7 @@
 """The engine against a URL with an application_name, its pool against connections
 PostgreSQL has ended (every backend of the API, killed with pg_terminate_backend) or will
-not accept for a while, and the bound on the connections an instance holds."""
+not accept for a while, the bound on the connections an instance holds, and the ping that
+says whether the database answers (/readyz, and the wait for the database at start-up)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, books, new_user, storyline, token
-from tests.support.databases import backends, database_name, migrated_database
+from storyline.persistence.database import Database, Unreachable
+from tests.support import Api, books, free_port, new_user, storyline, token
+from tests.support.databases import backends, create_database, database_name, migrated_database
 from tests.support.fakes import FakeVideoService
 
 ME = "{ me { balance } }"
@@ -130,3 +132,41 @@ async def test_a_request_made_while_postgres_refuses_connections_waits_for_it(
     finally:
         await control.close()
     assert body == {"data": {"me": {"balance": 100}}}
+
+
+async def test_the_ping_says_unreachable_while_the_database_admits_no_one_then_answers(
+    server_url: str,
+) -> None:
+    url = await create_database(server_url)
+    name = database_name(url)
+    database = Database.open(url, pool_size=1)
+    control = await asyncpg.connect(server_url)
+    try:
+        await database.ping()
+        # The pooled connection ended, and no new one admitted: the pool's pre-ping fails,
+        # then its reconnect.
+        await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            ended = await control.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = $1",
+                name,
+            )
+            assert ended == 1
+            with pytest.raises(Unreachable):
+                await database.ping()
+        finally:
+            await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await database.ping()
+    finally:
+        await control.close()
+        await database.dispose()
+
+
+async def test_the_ping_says_unreachable_where_no_server_listens() -> None:
+    database = Database.open(f"postgresql://storyline@127.0.0.1:{free_port()}/none", pool_size=1)
+    try:
+        with pytest.raises(Unreachable):
+            await database.ping()
+    finally:
+        await database.dispose()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
 from storyline.auth import Role
-from tests.support import token
+from tests.support import bearer
 from tests.support.threaded import World
 
 EXAMPLES = int(os.environ.get("STORYLINE_FUZZ_EXAMPLES", "25"))
@@ -49,7 +49,7 @@ def test_every_root_field_is_fuzzed(operations: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("field", FIELDS)
 def test_no_input_makes_the_server_fail(operations: dict[str, Any], field: str) -> None:
-    auth = {"Authorization": f"Bearer {token('fuzzer', ROLES.get(field, Role.USER))}"}
+    auth = {"Authorization": bearer("fuzzer", ROLES.get(field, Role.USER))}
     calls = 0
 
     @given(case=operations[field].as_strategy())

@@ -3,14 +3,14 @@ classic application/json behaviour for clients that ask for it."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import httpx
 import pytest
 
 from storyline.graphql_http import GRAPHQL_RESPONSE_JSON, JSON, negotiate
-from tests.support import Api, new_user, token
+from tests.support import Api, bearer, new_user, token
+from tests.support.logs import errors_logged
 
 SPEC = f"{GRAPHQL_RESPONSE_JSON}, {JSON};q=0.9"
 
@@ -71,7 +71,7 @@ async def test_classic_json_keeps_200(api: Api, case: str, accept: str | None) -
 
 
 async def test_get_runs_queries_but_not_mutations(api: Api) -> None:
-    headers = {"Authorization": f"Bearer {token(new_user())}", "Accept": SPEC}
+    headers = {"Authorization": bearer(new_user()), "Accept": SPEC}
     query = await api.http.get("/graphql", params={"query": "{ price }"}, headers=headers)
     assert (query.status_code, query.json()) == (200, {"data": {"price": 60}})
     mutation = await api.http.get(
@@ -83,10 +83,6 @@ async def test_get_runs_queries_but_not_mutations(api: Api) -> None:
     assert mutation.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
-def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -96,18 +92,16 @@ def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     ],
     ids=["malformed", "nested arrays", "nested objects"],
 )
-async def test_a_body_that_is_not_json_we_can_read_is_bad_input(
-    api: Api, body: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
-    headers = {"Authorization": f"Bearer {token(new_user())}", "Content-Type": "application/json"}
-    with caplog.at_level(logging.WARNING):
+async def test_a_body_that_is_not_json_we_can_read_is_bad_input(api: Api, body: bytes) -> None:
+    headers = {"Authorization": bearer(new_user()), "Content-Type": "application/json"}
+    with errors_logged() as errors:
         response = await api.http.post("/graphql", content=body, headers=headers)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith(JSON)
     [error] = response.json()["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "JSON" in error["message"]
-    assert not errors_logged(caplog)
+    assert not errors
     assert (await api.data("{ price }", auth=token(new_user()))) == {"price": 60}
 
 
@@ -117,10 +111,10 @@ SUBSCRIPTION = 'subscription { projectStatus(projectId: "p") { status } }'
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("authorized", [True, False])
 async def test_a_subscription_over_http_is_told_to_use_the_websocket(
-    api: Api, method: str, authorized: bool, caplog: pytest.LogCaptureFixture
+    api: Api, method: str, authorized: bool
 ) -> None:
-    headers = {"Authorization": f"Bearer {token(new_user())}"} if authorized else {}
-    with caplog.at_level(logging.WARNING):
+    headers = {"Authorization": bearer(new_user())} if authorized else {}
+    with errors_logged() as errors:
         if method == "GET":
             response = await api.http.get(
                 "/graphql", params={"query": SUBSCRIPTION}, headers=headers
@@ -132,7 +126,7 @@ async def test_a_subscription_over_http_is_told_to_use_the_websocket(
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "WebSocket" in error["message"]
     assert "/graphql" in error["message"]
-    assert not errors_logged(caplog)
+    assert not errors
 
 
 TWO_OPERATIONS = "query Price { price } query Balance { me { balance } }"

@@ -3,18 +3,23 @@
 Layers, lowest first; a module may import only from its own package or module and from
 lower layers:
 
-0. foundations, which know nothing of the rest: ``domain`` (pure rules, no I/O),
-   ``compat`` (third-party internals), ``config``, ``logs``, ``metrics``, ``faults``,
-   ``limits``, ``graphql_http``, ``web``, and ``pipeline`` (the Prefect side, which talks
-   to Storyline over HTTP only)
-1. adapters: ``persistence`` (SQL), ``upstream`` (the video service), ``auth`` (tokens),
+0. ``graphql_http``: GraphQL over HTTP's media types and the body of a refused request,
+   which every part that answers HTTP requests shares (the body limit, uvicorn's protocol
+   in compat, the GraphQL view)
+1. foundations, which know nothing of the rest but layer 0: ``domain`` (pure rules, no
+   I/O), ``compat`` (third-party internals), ``config``, ``logs``, ``metrics``, ``faults``,
+   ``limits``, ``web``, ``telemetry`` (OpenTelemetry's libraries, wired by the app)
+2. adapters: ``persistence`` (SQL), ``upstream`` (the video service), ``auth`` (tokens),
    ``websocket`` (the server's protocol)
-2. ``live`` (status events and their routing to subscribers)
-3. ``services`` (what a running instance shares)
-4. ``usecases`` (what a caller can ask of Storyline)
-5. what drives the use cases: ``schema`` (GraphQL) and ``jobs`` (the background sweeper)
-6. entry points: ``app``, ``server``, ``migrations``
-7. ``cli``
+3. ``live`` (status events and their routing to subscribers)
+4. ``services`` (what a running instance shares)
+5. ``usecases`` (what a caller can ask of Storyline)
+6. what drives the use cases: ``schema`` (GraphQL) and ``jobs`` (the background sweeper)
+7. what the app is assembled from: ``lifespan`` (what a running instance opens, runs and
+   closes), ``probes`` (its health and metrics endpoints)
+8. entry points: ``app``, ``server``, ``migrations``, ``trusted_documents`` (the manifest
+   command's)
+9. ``cli``
 
 And no import cycle between any two modules of storyline.
 """
@@ -27,8 +32,11 @@ from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SOURCE / "storyline"
+# The pipeline client: a distribution of its own, which a pipeline installs without the server.
+CLIENT = SOURCE.parent / "clients" / "pipeline" / "src" / "storyline_pipeline"
 
 LAYERS: list[set[str]] = [
+    {"graphql_http"},
     {
         "domain",
         "compat",
@@ -37,16 +45,16 @@ LAYERS: list[set[str]] = [
         "metrics",
         "faults",
         "limits",
-        "graphql_http",
         "web",
-        "pipeline",
+        "telemetry",
     },
     {"persistence", "upstream", "auth", "websocket"},
     {"live"},
     {"services"},
     {"usecases"},
     {"schema", "jobs"},
-    {"app", "server", "migrations"},
+    {"lifespan", "probes"},
+    {"app", "server", "migrations", "trusted_documents"},
     {"cli"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
@@ -127,3 +135,22 @@ def test_the_check_sees_imports() -> None:
     """Guards the checks above against passing vacuously."""
     assert "storyline.persistence.projects" in GRAPH["storyline.usecases.update_status"]
     assert "storyline.logs" in GRAPH["storyline.usecases.update_status"]
+
+
+def packages_imported(package: Path) -> set[str]:
+    """The top-level packages that the modules under ``package`` import."""
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_server_and_the_pipeline_client_import_nothing_of_each_other() -> None:
+    client = packages_imported(CLIENT)
+    assert "storyline_pipeline" in client  # it sees the client's own imports
+    assert "storyline" not in client
+    assert "storyline_pipeline" not in packages_imported(PACKAGE)

@@ -11,7 +11,7 @@ import pytest
 from graphql import get_introspection_query
 from websockets.asyncio.client import ClientConnection
 
-from tests.support import Api, new_user, storyline, token
+from tests.support import Api, bearer, new_user, storyline, token
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
 from tests.support.watch import connected, next_message, start, start_account
@@ -69,7 +69,7 @@ async def test_a_five_megabyte_body_is_refused_with_413(api: Api) -> None:
     response = await api.http.post(
         "/graphql",
         content=huge,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token('u')}"},
+        headers={"Content-Type": "application/json", "Authorization": bearer("u")},
     )
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

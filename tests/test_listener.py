@@ -1,245 +1,49 @@
 """broadcaster's stock Postgres backend against Storyline's, one test per defect of design.md.
 
-Each defect is tried twice. Against the stock ``Broadcast("postgres://...")`` the test asserts
-that the defect shows; against Storyline (``ProjectBroadcast(PostgresListener(...))``, or a
-running Storyline watched over websockets) it asserts that it does not:
+Each defect is tried twice, through one interface over both sides (tests/support/hubs.py).
+Against the stock ``Broadcast("postgres://...")`` the test asserts that the defect shows;
+against Storyline (``ProjectBroadcast(PostgresListener(...))``) it asserts that it does not:
 
 1. two concurrent first subscribers of a channel: stock loses one (check-then-await race);
 2. fifty concurrent subscribes and unsubscribes: stock fails with asyncpg's "another operation
    is in progress" (the LISTEN connection is shared without a lock);
 3. the listener's connection is killed: stock never hears another notification, and says
-   nothing (no error reaches its subscribers); Storyline reconnects, reports unready meanwhile,
-   and re-reads the row of every live subscription afterwards;
-4. PostgreSQL restarts: stock hears nothing after; Storyline's watchers get the terminal
-   status written after the restart.
+   nothing (no error reaches its subscribers); Storyline reconnects and tells its
+   subscribers that events may have been lost.
 
-Stock channels are private names; Storyline's notifications go on the trigger's one channel
-with the trigger's JSON payload, routed by project id.
+What a running Storyline's clients see through the same outages (unready meanwhile, every
+live subscription re-read after it; a PostgreSQL restart) is in test_listener_outages.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import uuid
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import asyncpg
-import httpx
 import pytest
-from broadcaster import Broadcast
-from broadcaster._backends.postgres import PostgresBackend
 
-from storyline.live.hub import Mailbox, ProjectBroadcast
-from storyline.persistence.embedded import embedded_server
+from storyline.live.hub import ProjectBroadcast
 from storyline.persistence.listener import CHANNEL, PostgresListener
 from storyline.persistence.migrate import migrate
-from tests.support import Api, new_user, storyline, token
-from tests.support.databases import (
-    STORYLINE_LISTEN,
-    backends,
-    create_database,
-    database_name,
-    listener_outage,
-    migrated_database,
-    restart_postgres,
-    the_backend,
-)
+from tests.support import new_user, storyline, token
+from tests.support.databases import backends, create_database, migrated_database, the_backend
 from tests.support.fakes import FakeVideoService
-from tests.support.watch import LEGACY_WS, TRANSPORT_WS, collect, connected, next_event, start
-
-STOCK = "stock"
-STORYLINE = "storyline"
-SIDES = [STOCK, STORYLINE]
-
-WAIT = 3.0  # the bound of a wait for something that must happen
-SILENCE = 2.0  # how long stock is given to show that something never happens
-CONNECTING = "storyline-listener"  # the name of PostgresListener's supervisor task
-ROUTING = "storyline-router"  # the name of ProjectBroadcast's routing task
-
-
-# --- one interface over both sides ---------------------------------------------------------
-
-
-class Inbox(ABC):
-    """One subscriber's deliveries, as the versions of the events it receives."""
-
-    resyncs = 0  # how often the hub said "notifications may have been lost" (stock: never)
-
-    @abstractmethod
-    async def next(self) -> int: ...
-
-
-class Hub(ABC):
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    @abstractmethod
-    def new_key(self) -> str: ...
-
-    @abstractmethod
-    def subscribe(self, key: str) -> AbstractAsyncContextManager[Inbox]: ...
-
-    @abstractmethod
-    async def _send(self, connection: Any, key: str, version: int) -> None: ...
-
-    async def notify(self, key: str, version: int) -> None:
-        """Notify from a connection of its own, as another process would."""
-        connection = await asyncio.wait_for(asyncpg.connect(self.url), WAIT)
-        try:
-            await self._send(connection, key, version)
-        finally:
-            await connection.close()
-
-
-class StockInbox(Inbox):
-    def __init__(self, subscriber: Any) -> None:
-        self._subscriber = subscriber
-
-    async def next(self) -> int:
-        event = await self._subscriber.get()
-        return int(event.message)
-
-
-class StockHub(Hub):
-    def __init__(self, url: str, broadcast: Broadcast) -> None:
-        super().__init__(url)
-        self.broadcast = broadcast
-
-    def new_key(self) -> str:
-        return f"storyline_test_{uuid.uuid4().hex[:12]}"
-
-    @asynccontextmanager
-    async def subscribe(self, key: str) -> AsyncIterator[Inbox]:
-        async with self.broadcast.subscribe(key) as subscriber:
-            yield StockInbox(subscriber)
-
-    async def _send(self, connection: Any, key: str, version: int) -> None:
-        await connection.execute("SELECT pg_notify($1, $2)", key, str(version))
-
-
-class StorylineInbox(Inbox):
-    def __init__(self, mailbox: Mailbox) -> None:
-        self._mailbox = mailbox
-
-    async def next(self) -> int:
-        while True:
-            events, resync = await self._mailbox.take()
-            self.resyncs += resync
-            if events:
-                return events[-1].version
-
-
-class StorylineHub(Hub):
-    def __init__(self, url: str, broadcast: ProjectBroadcast) -> None:
-        super().__init__(url)
-        self.broadcast = broadcast
-
-    def new_key(self) -> str:
-        return str(uuid.uuid4())
-
-    @asynccontextmanager
-    async def subscribe(self, key: str) -> AsyncIterator[Inbox]:
-        async with self.broadcast.subscribe(key) as mailbox:
-            yield StorylineInbox(mailbox)
-
-    async def _send(self, connection: Any, key: str, version: int) -> None:
-        payload = {
-            "id": key,
-            "user_id": "someone",
-            "xid": None,
-            "status": "PROCESSING",
-            "version": version,
-            "progress": None,
-            "stage": None,
-            "error_message": None,
-            "result_url": None,
-            "truncated": False,
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-        await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(payload))
-
-
-def with_application_name(url: str, name: str) -> str:
-    """So that the listener's backend can be told apart in pg_stat_activity."""
-    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
-
-
-def stock_dsn(url: str) -> str:
-    """The asyncpg DSN form that makes broadcaster pick its Postgres backend."""
-    assert url.startswith("postgresql://"), url
-    return "postgres://" + url.removeprefix("postgresql://")
-
-
-@asynccontextmanager
-async def stock_hub(url: str) -> AsyncIterator[Hub]:
-    broadcast = Broadcast(stock_dsn(url))
-    await asyncio.wait_for(broadcast.connect(), WAIT)
-    try:
-        yield StockHub(url, broadcast)
-    finally:
-        listener = broadcast._listener_task
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-        backend = broadcast._backend
-        assert isinstance(backend, PostgresBackend)
-        try:
-            await asyncio.wait_for(backend.disconnect(), WAIT)
-        except Exception:
-            backend._conn.terminate()
-            raise
-
-
-@asynccontextmanager
-async def storyline_hub(url: str) -> AsyncIterator[Hub]:
-    before = asyncio.all_tasks()
-    broadcast = ProjectBroadcast(PostgresListener(url))
-    await asyncio.wait_for(broadcast.connect(), WAIT)
-    try:
-        yield StorylineHub(url, broadcast)
-    finally:
-        await asyncio.wait_for(broadcast.disconnect(), WAIT)
-        left = {task.get_name() for task in asyncio.all_tasks() - before}
-        assert not left & {CONNECTING, ROUTING}, left
-
-
-def open_hub(side: str, url: str) -> AbstractAsyncContextManager[Hub]:
-    return stock_hub(url) if side == STOCK else storyline_hub(url)
-
-
-async def first_arrival(hub: Hub, inbox: Inbox, key: str, *, version: int) -> int | None:
-    """Notify a newer version every 0.2 s for up to SILENCE s; the first one received, if any."""
-    receiving = asyncio.create_task(inbox.next())
-    try:
-        deadline = asyncio.get_running_loop().time() + SILENCE
-        while asyncio.get_running_loop().time() < deadline:
-            await hub.notify(key, version)
-            done, _ = await asyncio.wait([receiving], timeout=0.2)
-            if done:
-                return receiving.result()
-            version += 1
-        return None
-    finally:
-        receiving.cancel()
-        await asyncio.gather(receiving, return_exceptions=True)
-
-
-def chain(error: BaseException) -> list[BaseException]:
-    """The error and those it was raised while handling."""
-    found: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in found:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
-
+from tests.support.hubs import (
+    CONNECTING,
+    SIDES,
+    STOCK,
+    WAIT,
+    StorylineHub,
+    chain,
+    first_arrival,
+    open_hub,
+    storyline_hub,
+    with_application_name,
+)
+from tests.support.outages import readiness
+from tests.support.watch import collect, connected, next_event, start
 
 # --- 1. the check-then-await race in Broadcast.subscribe -----------------------------------
 
@@ -403,164 +207,11 @@ async def test_a_notification_storyline_cannot_route_is_logged_and_the_next_one_
     assert caplog.text.count("could not route a notification") == 3
 
 
-async def readiness(api: Api) -> tuple[int, dict[str, Any]]:
-    response = await api.http.get("/readyz")
-    body: dict[str, Any] = response.json()
-    return response.status_code, body
-
-
-async def wait_for_readiness(api: Api, status: int, seconds: float) -> dict[str, Any]:
-    async def poll() -> dict[str, Any]:
-        while True:
-            code, body = await readiness(api)
-            if code == status:
-                return body
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), seconds)
-
-
-async def test_storyline_is_unready_while_its_listener_is_down_then_resyncs_live_subscriptions(
-    server_url: str, fake_upstream: tuple[FakeVideoService, str]
-) -> None:
-    database = await migrated_database(server_url)
-    name = database_name(database)
-    control = await asyncpg.connect(server_url)  # in the server's "postgres" database
-    writer = await asyncpg.connect(database)  # opened before the outage
-    try:
-        async with storyline(
-            database, upstream_url=fake_upstream[1], upstream_token="upstream-secret-token"
-        ) as api:
-            # Found right after startup: a keepalive query later replaces the LISTEN text.
-            killed = await the_backend(control, database=name, query=STORYLINE_LISTEN)
-            user = new_user()
-            project = (await api.generate(user))["data"]["generateStory"]
-            async with connected(api.url, token(user)) as ws:
-                await start(ws, project["id"])
-                assert (await next_event(ws, within=WAIT))["version"] == project["version"]
-                assert (await readiness(api))[0] == 200
-
-                async with listener_outage(control, database, killed):
-                    body = await wait_for_readiness(api, 503, WAIT)
-                    assert body["listener"] == "disconnected", body
-                    # A change nobody hears: the listener cannot reconnect yet.
-                    await writer.execute(
-                        "UPDATE projects SET progress = 55, stage = 'while-away' WHERE id = $1",
-                        uuid.UUID(project["id"]),
-                    )
-                    await asyncio.sleep(0.3)
-                    assert (await readiness(api))[0] == 503
-
-                body = await wait_for_readiness(api, 200, 10)
-                assert body == {"database": "ok", "listener": "connected"}
-                reconnected = await the_backend(control, database=name, query=STORYLINE_LISTEN)
-                assert reconnected != killed
-
-                # The resync: the row's state as of now, though its notification was lost.
-                resynced = await next_event(ws, within=WAIT)
-                assert (resynced["status"], resynced["progress"], resynced["stage"]) == (
-                    "PROCESSING",
-                    55,
-                    "while-away",
-                )
-                assert resynced["version"] == project["version"] + 1
-
-                done = await api.report(projectId=project["id"], status="COMPLETED")
-                assert "errors" not in done, done
-                events = await asyncio.wait_for(collect(ws), WAIT)
-                assert [e["status"] for e in events] == ["COMPLETED"]
-    finally:
-        await writer.close()
-        await control.close()
-
-
-# --- 4. a PostgreSQL restart ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL of this module's own, to restart at will."""
-    root = Path(tempfile.mkdtemp(prefix="storyline-restart-"))
-    server = embedded_server(root, cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def report_until_accepted(api: Api, seconds: float, **fields: Any) -> dict[str, Any]:
-    """The pipeline's report, retried while Storyline's pool reconnects."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        problem: object
-        try:
-            body = await api.report(**fields)
-            if "errors" not in body:
-                accepted: dict[str, Any] = body["data"]["updateStatus"]
-                return accepted
-            problem = body
-        except (httpx.HTTPError, AssertionError) as error:
-            problem = error
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"the report was never accepted: {problem}")
-        await asyncio.sleep(0.2)
-
-
-@pytest.mark.slow
-async def test_a_stock_subscriber_hears_nothing_after_a_postgres_restart(own_server: Any) -> None:
-    async with open_hub(STOCK, own_server.get_uri()) as hub:
-        key = hub.new_key()
-        async with hub.subscribe(key) as inbox:
-            await hub.notify(key, 1)
-            assert await asyncio.wait_for(inbox.next(), WAIT) == 1
-            await asyncio.to_thread(restart_postgres, own_server)
-            assert await first_arrival(hub, inbox, key, version=2) is None
-
-
-@pytest.mark.slow
-async def test_storyline_watchers_get_the_terminal_status_written_after_a_postgres_restart(
-    own_server: Any, fake_upstream: tuple[FakeVideoService, str]
-) -> None:
-    database = await migrated_database(own_server.get_uri())
-    async with storyline(
-        database, upstream_url=fake_upstream[1], upstream_token="upstream-secret-token"
-    ) as api:
-        user = new_user()
-        project = (await api.generate(user))["data"]["generateStory"]
-        assert project["status"] == "PROCESSING"
-        async with (
-            connected(api.url, token(user), TRANSPORT_WS) as first,
-            connected(api.url, token(user), LEGACY_WS) as second,
-            connected(api.url, token(user), TRANSPORT_WS) as third,
-        ):
-            watchers = (first, second, third)
-            for ws in watchers:
-                await start(ws, project["id"])
-                assert (await next_event(ws, within=WAIT))["version"] == project["version"]
-            rest = [asyncio.create_task(collect(ws)) for ws in watchers]
-            try:
-                await asyncio.to_thread(restart_postgres, own_server)
-                completed = await report_until_accepted(
-                    api, 10, projectId=project["id"], status="COMPLETED", resultUrl="https://c/v"
-                )
-                results = await asyncio.wait_for(asyncio.gather(*rest), 10)
-            finally:
-                for task in rest:
-                    task.cancel()
-                await asyncio.gather(*rest, return_exceptions=True)
-    assert completed["status"] == "COMPLETED"
-    for events in results:
-        assert events[-1]["status"] == "COMPLETED", events
-        assert events[-1]["version"] == completed["version"]
-        assert events[-1]["resultUrl"] == "https://c/v"
-
-
 # --- found while writing these: cleanup after a failed start -------------------------------
 
 
 async def test_storyline_cleans_up_after_its_listener_failed_to_connect() -> None:
-    """What app.py's lifespan does when start-up fails: disconnect() after connect() raised.
+    """What storyline.lifespan does when start-up fails: disconnect() after connect() raised.
 
     (There connect() gives up after 30 s, or is never reached when the database is down;
     here it is cut short. Either way the Broadcast's listener task was never created.)

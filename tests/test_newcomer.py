@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support import Client, free_port
+from tests.support.graphiql import served_graphiql
 
 STARTUP_TIMEOUT = 120.0
 HEALTHY_TIMEOUT = 30.0
@@ -191,10 +192,9 @@ async def test_make_run_serves_graphiql_and_finishes_a_story(
         token = await server.token()
         await wait_until_healthy(http, server)
 
-        # (a) a browser gets GraphiQL
-        page = await http.get("/graphql", headers={"Accept": "text/html"})
-        assert page.status_code == 200, page.text
-        assert "graphiql" in page.text.lower()
+        # (a) a browser gets GraphiQL, all of it from this server, each file as pinned
+        # (tests/test_graphiql.py runs it in a browser)
+        await served_graphiql(http)
 
         # (b) the printed token can order a story at the default price
         graphql = Client(http)

@@ -1,7 +1,9 @@
-"""The Prefect integration: real flow runs (Prefect's test harness) against a running Storyline.
+"""The pipeline client's Prefect integration: real flow runs against a running Storyline.
 
-Flows are sync; each runs in a thread so that the event loop, which also serves
-Storyline and the proxies, keeps going while the flow blocks on its HTTP calls.
+The client is a distribution of its own (clients/pipeline); its tests that need no
+Storyline are there. Flows are sync; each runs in a thread so that the event loop, which
+also serves Storyline and the proxies, keeps going while the flow blocks on its HTTP calls.
+The temporary Prefect API is conftest's ``prefect_harness``.
 """
 
 from __future__ import annotations
@@ -9,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
 from prefect import flow
 from prefect.client.schemas.objects import FlowRun, State
-from prefect.settings import temporary_settings
 from prefect.states import Cancelled, Crashed
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,55 +29,20 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from storyline.auth import Role
-from storyline.domain.lifecycle import Status
-from storyline.pipeline.example_flow import STAGES, story_video
-from storyline.pipeline.prefect import (
+from storyline_pipeline.example_flow import STAGES, story_video
+from storyline_pipeline.prefect import (
     TOKEN_ENV,
     URL_ENV,
-    Endpoint,
     ReportingHooks,
     ReportRejected,
-    StatusName,
-    StorylineNotConfigured,
-    StorylineUnavailable,
-    backoff,
-    interpret,
     report_status,
 )
 from tests.support import Api, books, new_user, serving, token
+from tests.support.logs import logged
 from tests.support.watch import connected, messages, start
 
 PIPELINE_TOKEN = token("pipeline", Role.PIPELINE)
 FLOW_TIMEOUT = 30
-
-
-@pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One temporary Prefect API (a local subprocess on SQLite) for the whole session.
-
-    Nothing leaves the machine: DO_NOT_TRACK turns off the client's telemetry, the
-    server's analytics setting turns off its own (the subprocess inherits the
-    settings). Heartbeats are off: stopping their thread costs a second per flow run.
-    """
-    previous = os.environ.get("DO_NOT_TRACK")
-    os.environ["DO_NOT_TRACK"] = "1"
-    try:
-        with (
-            temporary_settings(
-                updates={
-                    "home": tmp_path_factory.mktemp("prefect-home"),
-                    "server.analytics_enabled": False,
-                    "flows.heartbeat_frequency": None,
-                }
-            ),
-            prefect_test_harness(server_startup_timeout=60),
-        ):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop("DO_NOT_TRACK", None)
-        else:
-            os.environ["DO_NOT_TRACK"] = previous
 
 
 @pytest.fixture
@@ -159,25 +123,11 @@ async def flaky_proxy(api: Api, failures: int) -> AsyncIterator[tuple[FlakyProxy
         yield proxy, url + "/graphql"
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
-def log_records() -> Iterator[Records]:
-    """Every log message of Prefect and of this process while the test runs."""
-    records = Records()
-    loggers = [logging.getLogger(), logging.getLogger("prefect")]
-    for logger in loggers:
-        logger.addHandler(records)
-    yield records
-    for logger in loggers:
-        logger.removeHandler(records)
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Every log record of Prefect and of this process while the test runs."""
+    with logged(logging.DEBUG, "prefect") as records:
+        yield records
 
 
 @pytest.mark.usefixtures("prefect_harness", "pipeline_env")
@@ -238,7 +188,7 @@ async def test_flow_that_raises_ends_failed_and_refunded(api: Api, engine: Async
 
 @pytest.mark.usefixtures("prefect_harness", "pipeline_env")
 async def test_report_refused_with_503_at_first_is_retried_and_lands(
-    api: Api, log_records: Records
+    api: Api, log_records: list[logging.LogRecord]
 ) -> None:
     _, project_id = await new_project(api)
     async with flaky_proxy(api, failures=3) as (proxy, url):
@@ -254,8 +204,9 @@ async def test_report_refused_with_503_at_first_is_retried_and_lands(
     ]
     project = await project_row(api, project_id)
     assert (project["status"], project["progress"]) == ("COMPLETED", 100)
-    assert any("Retry 3/" in message for message in log_records.messages)
-    assert not any(PIPELINE_TOKEN in message for message in log_records.messages)
+    messages = [record.getMessage() for record in log_records]
+    assert any("Retry 3/" in message for message in messages)
+    assert not any(PIPELINE_TOKEN in message for message in messages)
 
 
 @flow
@@ -312,60 +263,3 @@ async def test_hooks_give_up_quietly_when_they_cannot_report(api: Api) -> None:
         unavailable = ReportingHooks(url=url, token=PIPELINE_TOKEN, attempts=2, first_delay=0.01)
         assert await unavailable.report(with_project, status="FAILED") is None
     assert (proxy.refused, proxy.forwarded) == (2, [])
-
-
-def answer(status: int, body: object) -> httpx.Response:
-    if isinstance(body, str):
-        return httpx.Response(status, text=body)
-    return httpx.Response(status, json=body)
-
-
-def graphql_error(code: str) -> dict[str, Any]:
-    return {"data": None, "errors": [{"message": "no", "extensions": {"code": code}}]}
-
-
-@pytest.mark.parametrize(
-    ("response", "error"),
-    [
-        (answer(503, "Service Unavailable"), StorylineUnavailable),
-        (answer(502, "<html>bad gateway</html>"), StorylineUnavailable),
-        (answer(429, {"detail": "slow down"}), StorylineUnavailable),
-        (answer(200, "<html>a captive portal</html>"), StorylineUnavailable),
-        (answer(200, graphql_error("INTERNAL_SERVER_ERROR")), StorylineUnavailable),
-        (answer(200, graphql_error("INVALID_TRANSITION")), ReportRejected),
-        (answer(409, graphql_error("INVALID_TRANSITION")), ReportRejected),
-        (answer(200, graphql_error("FORBIDDEN")), ReportRejected),
-        (answer(400, graphql_error("BAD_USER_INPUT")), ReportRejected),
-        (answer(404, "Not Found"), ReportRejected),
-    ],
-)
-def test_answers_are_retried_only_when_transient(
-    response: httpx.Response, error: type[Exception]
-) -> None:
-    with pytest.raises(error):
-        interpret(response)
-
-
-def test_endpoint_from_environment_keeps_the_token_out_of_sight(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv(URL_ENV, raising=False)
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-    with pytest.raises(StorylineNotConfigured, match=f"{URL_ENV} and {TOKEN_ENV}"):
-        Endpoint.resolve()
-    monkeypatch.setenv(URL_ENV, "http://storyline.test/graphql")
-    monkeypatch.setenv(TOKEN_ENV, "secret-token-value")
-    endpoint = Endpoint.resolve()
-    assert endpoint.url == "http://storyline.test/graphql"
-    assert "secret-token-value" not in repr(endpoint)
-    assert "secret-token-value" not in repr(ReportingHooks(token="secret-token-value"))
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert backoff(1.0, retries=8, cap=60) == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert report_status.retries == 8
-    assert report_status.retry_jitter_factor
-
-
-def test_the_statuses_a_pipeline_reports_are_storylines() -> None:
-    assert set(get_args(StatusName)) == {status.value for status in Status}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from storyline.server import MAX_HEAD_BYTES
-from tests.support import Api, storyline, token
+from tests.support import Api, bearer, storyline, token
+from tests.support.logs import errors_logged
 
 TIMEOUT = 1.0
 ME = json.dumps({"query": "{ me { balance } }"}).encode()
@@ -92,7 +92,7 @@ async def test_a_head_just_under_the_limit_is_served(api: Api) -> None:
         content=ME,
         headers={
             "Content-Type": "application/json",
-            "Authorization": f"Bearer {token('padded')}",
+            "Authorization": bearer("padded"),
             "X-Padding": padding,
         },
     )
@@ -118,23 +118,19 @@ async def test_a_client_that_trickles_its_headers_is_closed(quick: Api) -> None:
     assert time.monotonic() - started < TIMEOUT + 3
 
 
-async def test_a_client_that_stalls_in_its_body_is_closed(
-    quick: Api, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING):
+async def test_a_client_that_stalls_in_its_body_is_closed(quick: Api) -> None:
+    with errors_logged() as errors:
         async with connection(quick) as (reader, writer):
             writer.write(head(len(ME)) + ME[:10])  # the body, cut short
             status, _ = await answer(reader, TIMEOUT + 4)
         await asyncio.sleep(0.1)  # the application hears of the disconnect
     assert status in (408, None)
-    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, errors
 
 
-async def test_an_unending_chunked_body_is_closed(
-    quick: Api, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_an_unending_chunked_body_is_closed(quick: Api) -> None:
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING):
+    with errors_logged() as errors:
         async with connection(quick) as (reader, writer):
             writer.write(head(None, "Transfer-Encoding: chunked"))
             async with sending(writer, b"1\r\n \r\n" * 10_000, 7):
@@ -142,7 +138,7 @@ async def test_an_unending_chunked_body_is_closed(
         await asyncio.sleep(0.1)
     assert status in (408, None)
     assert time.monotonic() - started < TIMEOUT + 3
-    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, errors
 
 
 async def test_a_connection_that_sends_nothing_is_closed(quick: Api) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from storyline.auth import Role
-from tests.support import Api, new_user, storyline, token
+from tests.support import Api, bearer, new_user, storyline, token
 
 STEP = 0.05
 JOB_PATH = "/simulator/api/v1/project/video"
@@ -69,7 +69,7 @@ async def test_the_simulator_refuses_a_job_without_the_upstream_token(
     before = await project_state(api, project["id"])
     assert before["status"] == "PROCESSING"
     if authorization == "pipeline-token":  # Storyline's own tokens are not the upstream's
-        authorization = f"Bearer {token('pipeline', Role.PIPELINE)}"
+        authorization = bearer("pipeline", Role.PIPELINE)
     headers = {} if authorization is None else {"Authorization": authorization}
 
     for response in (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 
 import pytest
 import websockets
@@ -14,7 +14,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from storyline.auth import Role
-from tests.support import Api, new_user, storyline, token
+from tests.support import Api, bearer, new_user, storyline, token
+from tests.support.logs import errors_logged
 from tests.support.watch import (
     LEGACY_WS,
     SUBSCRIBE,
@@ -63,7 +64,7 @@ async def test_current_state_then_each_change_in_order_then_complete(
     [
         {},
         {"Authorization": "Bearer not-a-token"},
-        {"Authorization": f"Bearer {token('x', ttl=-5)}"},
+        {"Authorization": bearer("x", ttl=-5)},
     ],
     ids=["missing", "malformed", "expired"],
 )
@@ -171,36 +172,9 @@ async def test_a_malformed_subscribe_message_does_not_crash_the_connection(api: 
         assert message["type"] == "next"
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def errors_logged() -> Iterator[list[logging.LogRecord]]:
-    """ERROR records from any logger, uvicorn's too (in tests they do not reach the root)."""
-    handler = Records()
-    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-
-
-def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(user)}"}
-
-
 async def test_graphql_ws_a_second_connection_init_ends_the_connection(api: Api) -> None:
     user = new_user()
-    for again in (bearer(user), {"Authorization": "Bearer not-a-token"}):
+    for again in ({"Authorization": bearer(user)}, {"Authorization": "Bearer not-a-token"}):
         async with connected(api.url, token(user), LEGACY_WS) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": again}))
             refusal = await next_message(ws, 5)
@@ -218,8 +192,9 @@ async def test_graphql_ws_leaves_no_task_behind_its_socket(api: Api) -> None:
         async with connected(api.url, token(user), LEGACY_WS) as ws:
             await start(ws, project["id"])
             assert (await next_message(ws, 5))["type"] == "data"
+            again = {"type": "connection_init", "payload": {"Authorization": bearer(user)}}
             for _ in range(3):  # strawberry acknowledges each, with a keep-alive of its own
-                await ws.send(json.dumps({"type": "connection_init", "payload": bearer(user)}))
+                await ws.send(json.dumps(again))
             with suppress(websockets.ConnectionClosed, TimeoutError):
                 while True:  # until the server closes, or has answered them all
                     await asyncio.wait_for(ws.recv(), 1)

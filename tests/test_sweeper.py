@@ -101,18 +101,32 @@ async def test_pending_with_upstream_id_follows_the_video_service(
         assert (await books(engine, user)).balance == (100 if refunded else 40)
 
 
-async def test_processing_without_reports_is_failed_and_refunded(
-    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
+@pytest.mark.parametrize("changes", [True, False], ids=["progress", "heartbeat"])
+async def test_reports_keep_a_project_alive_until_it_falls_silent(
+    own_database: tuple[str, AsyncEngine],
+    fake_upstream: tuple[FakeVideoService, str],
+    changes: bool,
 ) -> None:
+    """Every report puts the sweeper off, whether it changes the project (progress) or
+    repeats the last one (a heartbeat, same version); silence past the timeout fails it."""
     url, engine = own_database
     async with instance(url, fake_upstream[1]) as api:
         user = new_user()
         project = (await api.generate(user))["data"]["generateStory"]
-        await asyncio.sleep(TIMEOUT / 2)
-        await api.report(projectId=project["id"], status="PROCESSING", progress=10)
-        await asyncio.sleep(TIMEOUT / 2 + 0.05)
-        assert await sweep(api.services) == Counter()  # the report kept it alive
-        await asyncio.sleep(TIMEOUT)
+        versions = []
+        for n in range(8):  # a report every third of the timeout: longer than it, all told
+            await asyncio.sleep(TIMEOUT / 3)
+            beat = {
+                "status": "PROCESSING",
+                "progress": 10 + n if changes else 90,
+                "stage": "render",
+            }
+            answer = await api.report(projectId=project["id"], **beat)
+            versions.append(answer["data"]["updateStatus"]["version"])
+            assert await sweep(api.services) == Counter()
+        after_first = project["version"] + 1
+        assert versions == [after_first + n if changes else after_first for n in range(8)]
+        await asyncio.sleep(TIMEOUT + 0.1)  # silence
         assert await sweep(api.services) == Counter({"processing_timed_out": 1})
         state = await project_state(api, user, project["id"])
         assert state["status"] == "FAILED"
@@ -165,30 +179,6 @@ async def project_state(api: Api, user: str, project_id: str) -> dict[str, Any]:
     )
     state: dict[str, Any] = data["project"]
     return state
-
-
-async def test_heartbeats_keep_a_long_stage_alive(
-    own_database: tuple[str, AsyncEngine], fake_upstream: tuple[FakeVideoService, str]
-) -> None:
-    url, engine = own_database
-    async with instance(url, fake_upstream[1]) as api:
-        user = new_user()
-        project = (await api.generate(user))["data"]["generateStory"]
-        beat = {
-            "projectId": project["id"],
-            "status": "PROCESSING",
-            "progress": 90,
-            "stage": "render",
-        }
-        first = (await api.report(**beat))["data"]["updateStatus"]
-        for _ in range(8):  # the same report again and again: no change, but alive
-            await asyncio.sleep(TIMEOUT / 3)
-            again = (await api.report(**beat))["data"]["updateStatus"]
-            assert again["version"] == first["version"]
-            assert await sweep(api.services) == Counter()
-        await asyncio.sleep(TIMEOUT + 0.1)  # silence
-        assert await sweep(api.services) == Counter({"processing_timed_out": 1})
-        assert (await books(engine, user)).balance == 100
 
 
 async def test_a_project_that_speaks_up_once_picked_is_left_alone(

@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from tests.support import Api, new_user, token
+from tests.support import Api, bearer, new_user, token
 from tests.support.watch import (
     LEGACY_WS,
     TRANSPORT_WS,
@@ -84,10 +84,6 @@ async def refusal(api: Api, protocol: str, **sent: Any) -> str:
     return closed.reason
 
 
-def bearer(user: str) -> str:
-    return f"Bearer {token(user)}"
-
-
 PLACES = {
     "payload": lambda value: {"payload": {"Authorization": value}},
     "payload, lower case": lambda value: {"payload": {"authorization": value}},
@@ -143,8 +139,8 @@ REFUSED = {
     "no token": ({"payload": {}}, NO_TOKEN),
     "no payload": ({}, NO_TOKEN),
     "empty values": ({"payload": {"Authorization": "", "headers": {}}}, NO_TOKEN),
-    "expired": ({"payload": {"Authorization": f"Bearer {token('x', ttl=-5)}"}}, EXPIRED),
-    "expired in the header": ({"header": f"Bearer {token('x', ttl=-5)}"}, EXPIRED),
+    "expired": ({"payload": {"Authorization": bearer("x", ttl=-5)}}, EXPIRED),
+    "expired in the header": ({"header": bearer("x", ttl=-5)}, EXPIRED),
     "invalid": ({"payload": {"Authorization": "Bearer not-a-token"}}, INVALID),
     "invalid in Apollo's headers": (
         {"payload": {"headers": {"Authorization": "Bearer not.a.jwt"}}},

@@ -1,4 +1,4 @@
-"""``storyline serve | migrate | token | simulator``."""
+"""``storyline serve | migrate | token | simulator | trusted-documents write``."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from storyline import logs
+from storyline import logs, telemetry
 from storyline.auth import Role, issue_token
 from storyline.config import Settings
 from storyline.faults import warn_if_armed
@@ -70,6 +71,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the Storyline GraphQL endpoint the simulated pipeline reports to",
     )
 
+    trusted = commands.add_parser(
+        "trusted-documents", help="the manifest of trusted documents (STORYLINE_TRUSTED_DOCUMENTS)"
+    )
+    trusted_commands = trusted.add_subparsers(dest="action", required=True)
+    write = trusted_commands.add_parser(
+        "write",
+        help="write a manifest of the documents the editor page, the simulator and installed"
+        " clients (the pipeline's) send",
+    )
+    write.add_argument("path", type=Path, help="the manifest to write (replaced whole)")
+    write.add_argument(
+        "--document",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file holding one more document to trust (its exact text); repeatable",
+    )
+
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -88,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         migrate(settings.session_database_url(database_url(settings)))
     elif args.command == "token":
         _token(settings, args)
+    elif args.command == "trusted-documents":
+        from storyline.trusted_documents import write_command
+
+        write_command(settings, args.path, args.document)
     else:
         _simulator(settings, args)
 
@@ -106,7 +130,10 @@ def app_from_environment() -> Starlette:
 
     settings = Settings()
     app = create_app(
-        settings, database_url=database_url(settings), self_url=os.environ[SELF_URL_VARIABLE]
+        settings,
+        database_url=database_url(settings),
+        self_url=os.environ[SELF_URL_VARIABLE],
+        tracing=telemetry.from_environment(),
     )
     # A process-wide policy, so here rather than in create_app (tests build many apps in
     # one process): what start-up built (modules, schema, statements) lives as long as the
@@ -120,6 +147,14 @@ def app_from_environment() -> Starlette:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     warn_if_armed()
+    # Checked here, before any worker starts, as the settings are.
+    if problem := telemetry.configuration_error(os.environ):
+        print(f"storyline: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    if settings.trusted_documents is not None:
+        from storyline.trusted_documents import refuse_a_bad_manifest
+
+        refuse_a_bad_manifest(settings)  # here, before workers that would each fail on it
     url = database_url(settings)
     if not args.no_migrate:
         from storyline.persistence.migrate import migrate
@@ -216,6 +251,7 @@ def _simulator(settings: Settings, args: argparse.Namespace) -> None:
         pipeline_token=lambda: issue_token(secret, "simulator", role=Role.PIPELINE, ttl=600),
         step_seconds=settings.simulator_step_seconds,
         failure_rate=settings.simulator_failure_rate,
+        persisted=settings.trusted_documents is not None,
     )
     if not settings.upstream_token.get_secret_value():
         print(

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     introspection: bool = True
     graphiql: bool = True
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A manifest of trusted documents (JSON: "sha256:<hex>" -> document text): when set,
+    # clients name a document by its hash and nothing else runs (schema/persisted.py).
+    trusted_documents: Path | None = None
 
     # The built-in simulator (used when upstream_url is unset).
     simulator_step_seconds: float = Field(default=1.0, ge=0)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types.graphql import OperationType
 
 from storyline.compat.strawberry import (
@@ -201,3 +203,82 @@ async def test_the_transport_handler_s_connection_init_flag_and_close() -> None:
     assert (closed["code"], closed["reason"]) == (4403, "Forbidden: why")
     [handler] = HANDLERS
     assert handler.connection_timed_out is False
+
+
+HELLO = "{ hello }"
+
+
+def by_name(request: dict[str, Any]) -> dict[str, Any]:
+    """A request naming its document "hello" in documentId: the document's text instead."""
+    if request.get("documentId") == "hello":
+        return {**request, "query": HELLO}
+    return request
+
+
+class NamingView(GraphQLView[None, None]):
+    """Resolves a documentId where GraphQLApp does: the decoded body and GET parameters."""
+
+    def __init__(self) -> None:
+        super().__init__(SCHEMA)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        return by_name(super().parse_json(data))
+
+    def parse_query_params(self, params: Any) -> dict[str, Any]:
+        return by_name(dict(params))
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        named = request.query_params.get("documentId") is not None
+        return not named and super().should_render_graphql_ide(request)
+
+
+async def test_the_view_reads_requests_from_parse_json_and_parse_query_params() -> None:
+    transport = httpx.ASGITransport(app=NamingView())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        posted = await client.post("/graphql", json={"documentId": "hello"})
+        got = await client.get("/graphql", params={"documentId": "hello"})
+        ide = await client.get("/graphql", headers={"accept": "text/html"})
+    assert posted.json() == got.json() == {"data": {"hello": "world"}}
+    assert "<html" in ide.text.lower()
+
+
+STARTS: list[object] = []
+
+
+class NamingTransport(TransportWSHandler[None, None]):
+    async def handle_subscribe(self, message: Any) -> None:
+        STARTS.append((self.connection_acknowledged, message["id"] in self.operations))
+        named = {**message, "payload": by_name(message["payload"])}
+        await super().handle_subscribe(cast("SubscribeMessage", named))
+
+
+class NamingLegacy(LegacyWSHandler[None, None]):
+    async def handle_start(self, message: Any) -> None:
+        STARTS.append(self.connection_acknowledged)
+        await self.cleanup_operation(message["id"])  # none yet: nothing happens
+        named = {**message, "payload": by_name(message["payload"])}
+        await super().handle_start(cast("StartMessage", named))
+
+
+class NamingSocketView(GraphQL[None, None]):
+    graphql_transport_ws_handler_class = NamingTransport
+    graphql_ws_handler_class = NamingLegacy
+
+
+async def test_a_subscribe_or_start_runs_the_payload_the_handler_is_given() -> None:
+    STARTS.clear()
+    subscription = "subscription { count(upto: 1) }"
+    for protocol, kind in (("graphql-transport-ws", "subscribe"), ("graphql-ws", "start")):
+        ws = Socket(NamingSocketView(SCHEMA), "/graphql", [protocol])
+        await ws.connect()
+        ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        ws.send_json({"id": "1", "type": kind, "payload": {"query": subscription}})
+        first = await ws.receive_json()
+        assert first["payload"] == {"data": {"count": 0}}, first
+        assert (await ws.receive_json())["type"] == "complete"
+        ws.send_json({"id": "2", "type": kind, "payload": {"documentId": "hello"}})
+        answer = await ws.receive_json()
+        if protocol == "graphql-transport-ws":  # a query runs there (legacy: subscriptions)
+            assert answer["payload"] == {"data": {"hello": "world"}}, answer
+    assert STARTS == [(True, False), (True, False), True, True]

@@ -5,12 +5,21 @@
 - ``books``: what the database holds, read behind the API's back
 - ``databases``: databases of a test's own, created (and migrated) on the test server
 - ``watch``: WebSocket clients of projectStatus, and the one reader that skips keep-alives
+- ``live_documents``: hypothesis's subscription documents for the live fields
+- ``logs``: what was logged while a block ran (``errors_logged``: ERROR records, uvicorn's too)
+- ``waiting``: bounded waits: for a condition, for counts to settle, on a background task
+- ``outages``: a Storyline whose listener a test cuts off, and its readiness (/readyz)
+- ``hubs``: broadcaster's stock Postgres backend and Storyline's hub behind one interface
 - ``fakes``: the fake video service
 - ``processes``: real ``storyline serve`` processes
 - ``balancer``: HAProxy, as docs/operations.md configures it, in front of such processes
 - ``reconnecting``: WebSocket watchers that reconnect and check the state they resume from
 - ``threaded``: Storyline in a loop of its own thread, for synchronous drivers
 - ``pgbouncer``: PgBouncer in transaction mode in front of the test server
+- ``browser``: headless Chromium (offline but for 127.0.0.1) and pages that fail on errors
+- ``graphiql``: GraphiQL's page and every file it loads, checked against their integrity
+- ``venvs``: fresh virtualenvs installing from a wheelhouse, and clean copies of the checkout
+- ``prefect``: a temporary Prefect API (imported by its fixture only: Prefect is slow to load)
 
 The everyday names are importable from the package itself.
 """
@@ -25,6 +34,7 @@ from tests.support.client import (
     UPSTREAM_TOKEN,
     Api,
     Client,
+    bearer,
     client,
     new_user,
     token,
@@ -41,6 +51,7 @@ __all__ = [
     "Api",
     "Books",
     "Client",
+    "bearer",
     "books",
     "client",
     "free_port",

@@ -22,6 +22,11 @@ def token(subject: str, role: Role = Role.USER, *, ttl: float | None = None) -> 
     return issue_token(JWT_SECRET, subject, role=role, ttl=ttl)
 
 
+def bearer(subject: str, role: Role = Role.USER, *, ttl: float | None = None) -> str:
+    """An Authorization header's value: a token for ``subject``."""
+    return f"Bearer {token(subject, role, ttl=ttl)}"
+
+
 def new_user() -> str:
     return f"user-{uuid.uuid4()}"
 

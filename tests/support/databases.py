@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +76,6 @@ async def the_backend(control: asyncpg.Connection, *, within: float = 10, **wher
             await asyncio.sleep(0.05)
 
     return await asyncio.wait_for(one(), within)
-
-
-@asynccontextmanager
-async def listener_outage(
-    control: asyncpg.Connection, database_url: str, killed: int
-) -> AsyncIterator[None]:
-    """The listener's backend ``killed`` terminated, and no connection to its database
-    admitted until the block ends: whatever is written meanwhile (on connections opened
-    before) is notified to nobody. ``control``: a connection to another database."""
-    name = database_name(database_url)
-    await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    try:
-        assert await control.fetchval("SELECT pg_terminate_backend($1)", killed)
-        yield
-    finally:
-        await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
 def database_name(database_url: str) -> str:

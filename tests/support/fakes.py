@@ -34,18 +34,21 @@ def video_service(
 class Call:
     authorization: str | None
     body: dict[str, Any]
+    traceparent: str | None = None
 
 
 @dataclass
 class FakeVideoService:
     """Tags: [422] [500] [malformed] [no-id] [hang] [slow] [complete-first] [fail-first],
-    and [id:X] to answer the job id X; without one it accepts at once."""
+    [gated] (accepts once the test sets ``gate``), and [id:X] to answer the job id X;
+    without one it accepts at once."""
 
     hang_seconds: float = 3.0
     calls: list[Call] = field(default_factory=list)
     api: Api | None = None
     # What GET /api/v1/project/{id} answers: the job's task statuses, or absent for 404.
     jobs: dict[str, list[str]] = field(default_factory=dict)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def app(self) -> Starlette:
@@ -63,7 +66,8 @@ class FakeVideoService:
 
     async def _create(self, request: Request) -> Response:
         body = await request.json()
-        self.calls.append(Call(request.headers.get("authorization"), body))
+        headers = request.headers
+        self.calls.append(Call(headers.get("authorization"), body, headers.get("traceparent")))
         prompt: str = body["config"]["prompt"]
         project_id = body["metadata"]["storyline_project_id"]
         given = re.search(r"\[id:([^\]]+)\]", prompt)
@@ -78,6 +82,8 @@ class FakeVideoService:
             return JSONResponse({"status": "ok"}, status_code=201)
         if "[hang]" in prompt:
             await asyncio.sleep(self.hang_seconds)
+        if "[gated]" in prompt:
+            await self.gate.wait()
         if "[slow]" in prompt:  # slow, but within Storyline's timeout
             await asyncio.sleep(0.5)
         if "[complete-first]" in prompt or "[fail-first]" in prompt:

@@ -49,17 +49,24 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def served(
-    env: dict[str, str], log: Path, *, migrate: bool = False
+    env: dict[str, str],
+    log: Path,
+    *,
+    migrate: bool = False,
+    storyline: Path = STORYLINE,
+    cwd: Path | None = None,
 ) -> AsyncIterator[ServerProcess]:
-    """A ``storyline serve`` process, ready when yielded; stopped (or reaped) afterwards."""
+    """A ``storyline serve`` process, ready when yielded; stopped (or reaped) afterwards.
+    ``storyline`` is the command, this environment's unless another is given."""
     port = free_port()
-    command = [str(STORYLINE), "serve", "--port", str(port)]
+    command = [str(storyline), "serve", "--port", str(port)]
     if not migrate:
         command.append("--no-migrate")
     with log.open("ab") as output:  # the child keeps its own copy of the descriptor
         process = await asyncio.create_subprocess_exec(
             *command,
             env=env,
+            cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=output,
             stderr=asyncio.subprocess.STDOUT,

@@ -6,7 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -16,6 +16,9 @@ from storyline.app import create_app
 from storyline.config import Settings
 from storyline.server import uvicorn_options
 from tests.support.client import JWT_SECRET, UPSTREAM_TOKEN, Api
+
+if TYPE_CHECKING:
+    from storyline.telemetry.tracing import Tracing
 
 
 def free_socket() -> socket.socket:
@@ -56,7 +59,9 @@ async def serving(
 
 @asynccontextmanager
 async def storyline(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
-    """A Storyline instance on a real port, configured like production but for ``overrides``."""
+    """A Storyline instance on a real port, configured like production but for ``overrides``
+    (settings, and ``tracing``: a storyline.telemetry Tracing to trace with)."""
+    tracing: Tracing | None = overrides.pop("tracing", None)
     values: dict[str, Any] = {
         "jwt_secret": JWT_SECRET,
         # Also the built-in simulator's, which would otherwise generate one in the data dir.
@@ -67,7 +72,7 @@ async def storyline(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
     settings = Settings.model_validate(values)
     sock = free_socket()
     self_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(settings, database_url=database_url, self_url=self_url)
+    app = create_app(settings, database_url=database_url, self_url=self_url, tracing=tracing)
     served = serving(app, sock, **uvicorn_options(settings))
     async with served as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         yield Api(http, app)

@@ -154,6 +154,11 @@ async def collect(ws: ClientConnection, op: str = "1") -> list[dict[str, Any]]:
     return events
 
 
+def steps(events: list[dict[str, Any]]) -> list[tuple[str, int, int | None]]:
+    """Each projectStatus event's (status, version, progress)."""
+    return [(e["status"], e["version"], e["progress"]) for e in events]
+
+
 # --- accountChanges ---------------------------------------------------------------------
 
 

@@ -38,16 +38,20 @@ def weak_async_helpers(executor: Executor[Any]) -> None:
 
 
 def per_event_executor(executor: Executor[Any], payload: Any) -> Executor[Any]:
-    """``executor.build_per_event_executor(payload)``, with a memo of collected subfields of
-    its own.
+    """``executor.build_per_event_executor(payload)``, with a memo of its own (``own_memo``)."""
+    return own_memo(executor.build_per_event_executor(payload))
 
-    graphql-core's copy shares ``_relevant_sub_fields`` with ``executor``: a memo keyed by
-    the identity of field lists that each execution builds anew, which keeps them alive,
-    so every event executed adds an entry for as long as ``executor`` lives. A fan-out
-    selection's executor lives as long as anyone watches with that document (schema/
-    fanout.py): for a dashboard open all day, memory grew with every event. Within one
-    event's execution the memo serves as before.
+
+def own_memo(per_event: Executor[Any]) -> Executor[Any]:
+    """Give a per-event executor an empty memo of its own, and return it.
+
+    ``build_per_event_executor`` makes a shallow copy, which shares ``_relevant_sub_fields``,
+    the memo of ``collect_subfields``, keyed by the identity of a list of field details (and
+    keeping that list alive). Each execution collects its root fields into new lists, so
+    every event would add entries to the memo of the executor it was copied from and
+    nothing would ever remove them: a subscription, or a selection its watchers share,
+    would grow with every event for as long as it lives. With a memo of its own the copy
+    still serves the lists within its one execution, where the memo earns its keep.
     """
-    per_event = executor.build_per_event_executor(payload)
     per_event._relevant_sub_fields = {}
     return per_event

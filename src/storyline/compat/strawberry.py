@@ -150,7 +150,7 @@ def sub_response_of(execute_operation_kwargs: Mapping[str, Any]) -> Response:
 
 class GraphQLView(GraphQL[ContextT, RootValueT]):
     """strawberry's ASGI view, with what its subclasses rely on beyond the hooks strawberry
-    documents (get_context, process_result, decode_json, on_ws_connect):
+    documents (get_context, process_result, decode_json, on_ws_connect, render_graphql_ide):
 
     - ``run`` raises cross-web's HTTPException for what the view refuses (unreadable JSON,
       a wrong method or operation type, no query), which ``__call__`` answers in plain text;
@@ -158,7 +158,12 @@ class GraphQLView(GraphQL[ContextT, RootValueT]):
       ``sub_response`` (sub_response_of), and raises the schema's refusal of an operation
       type as an HTTPException from it (refused_operation_type);
     - ``create_response(response_data, sub_response)`` makes the response sent;
-    - a JSONDecodeError raised by ``decode_json`` means unreadable JSON: 400.
+    - a JSONDecodeError raised by ``decode_json`` means unreadable JSON: 400;
+    - a POST's JSON body is decoded by ``parse_json(body)`` and a GET's parameters by
+      ``parse_query_params(params)``; the request's query, variables, operationName and
+      extensions are read from what they return (an HTTPException they raise is a
+      refusal, as above); ``should_render_graphql_ide(request)`` decides, before either,
+      whether a GET is answered with the IDE (or 404 without one).
     """
 
 
@@ -169,8 +174,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
     - ``handle_message`` is called with each message decoded from the socket;
       ``handle_invalid_message(reason)`` closes the socket with 4400 and the reason;
     - ``handle_subscribe`` (once the connection is acknowledged, the id is new and the
-      per-connection limit not reached) creates a SubscribeOperation and runs
-      ``run_operation(operation)`` in a task of its own, one per subscribe;
+      per-connection limit not reached) creates a SubscribeOperation from the message's
+      payload and runs ``run_operation(operation)`` in a task of its own, one per
+      subscribe; ``connection_acknowledged`` and ``operations`` (by id) say which;
     - ``run_operation`` ends by sending ``complete`` (or the errors) for the operation;
     - ``handle_connection_init`` is called with each ``connection_init``; it refuses one
       when ``connection_init_received`` is set (4429), and the init timeout closes nothing
@@ -187,6 +193,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[ContextT, RootValueT]):
     """strawberry's graphql-ws handler (the view's ``graphql_ws_handler_class``), with what
     its subclasses rely on: ``handle()`` serves the socket until it closes (its end cancels
     the keep-alive and every operation); ``handle_message`` is called with each decoded
-    message, ``handle_connection_init`` with each ``connection_init``; ``send_message``
-    sends one message; ``view`` is the view, with its ``connection_init_wait_timeout``.
+    message, ``handle_connection_init`` with each ``connection_init``, ``handle_start``
+    with each ``start`` (which runs its payload's query once ``connection_acknowledged``;
+    ``cleanup_operation(id)`` stops an operation); ``send_message`` sends one message;
+    ``view`` is the view, with its ``connection_init_wait_timeout``.
     """

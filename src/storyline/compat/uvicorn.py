@@ -7,11 +7,12 @@ tests/compat/test_uvicorn.py pins each behaviour below.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from storyline.graphql_http import refusal
 
 
 class KeepalivePings(WebSocketsSansIOProtocol):
@@ -145,9 +146,7 @@ class BoundedRequests(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started or self.cycle.response_complete:
-            body = json.dumps(
-                {"errors": [{"message": message, "extensions": {"code": "BAD_USER_INPUT"}}]}
-            ).encode()
+            body = refusal(message)
             reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\n" % (status, reason)

@@ -6,26 +6,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    Integer,
-    Text,
-    Uuid,
-    bindparam,
-    cast,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Integer, Text, Uuid, bindparam, select, text
 
 from storyline.domain.ledger import LedgerKind
 from storyline.domain.lifecycle import Status
-from storyline.persistence.database import DriverStatement, Transaction
-from storyline.persistence.tables import accounts, ledger, projects
+from storyline.persistence.database import DriverStatement, Transaction, mapper
+from storyline.persistence.tables import accounts, ledger
 
 # GraphQL's Int is 32-bit; a balance must stay representable.
 MAX_BALANCE = 2**31 - 1
@@ -47,11 +33,39 @@ class BalanceTooHigh(Exception):
     pass
 
 
+def entry_sql(
+    change: str, kind: LedgerKind, *, amount: str, project_id: str = "NULL", reason: str = "NULL"
+) -> str:
+    """SQL: the INSERT of the ledger row that records ``change``, a data-modifying CTE of
+    that name which returns the account's new ``balance`` (``amount`` and the others are SQL
+    expressions; ``:user_id`` names the account).
+
+    The one way a ledger row is written: by the statement that changes the balance it
+    records, from what that change returned, so that no balance moves without its row and
+    ``balance_after`` is the balance the change left. No row when the change changed none.
+    The statements that use it are composed of SQL written in persistence/ only (values go
+    in as bound parameters, never into the text), hence their ``noqa: S608``.
+    """
+    return f"""
+        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id, reason)
+        SELECT :user_id, '{kind.value}', {amount}, {change}.balance, {project_id}, {reason}
+        FROM {change}
+    """  # noqa: S608
+
+
+# The ledger row only for a created account (the CTE returns nothing on a conflict).
 _CREATE = DriverStatement.of(
-    pg_insert(accounts)
-    .values(user_id=bindparam("user_id"), balance=bindparam("balance"))
-    .on_conflict_do_nothing(index_elements=[accounts.c.user_id])
-    .returning(accounts.c.balance)
+    text(
+        f"""
+        WITH created AS (
+            INSERT INTO accounts (user_id, balance) VALUES (:user_id, :balance)
+            ON CONFLICT (user_id) DO NOTHING
+            RETURNING balance
+        )
+        {entry_sql("created", LedgerKind.GRANT, amount=":balance", reason="'sign-up credits'")}
+        WHERE :balance > 0
+        """  # noqa: S608
+    ).bindparams(bindparam("user_id", type_=Text), bindparam("balance", type_=Integer))
 )
 _BALANCE = DriverStatement.of(
     select(accounts.c.balance).where(accounts.c.user_id == bindparam("user_id"))
@@ -60,16 +74,7 @@ _BALANCE = DriverStatement.of(
 
 async def ensure_account(tx: Transaction, *, user_id: str, signup_credits: int) -> None:
     """Create the account on first use, with its sign-up grant as the first ledger row."""
-    created = await tx.fetchval(_CREATE, {"user_id": user_id, "balance": signup_credits})
-    if created is not None and signup_credits > 0:
-        await _append(
-            tx,
-            user_id=user_id,
-            kind=LedgerKind.GRANT,
-            amount=signup_credits,
-            balance_after=signup_credits,
-            reason="sign-up credits",
-        )
+    await tx.execute(_CREATE, {"user_id": user_id, "balance": signup_credits})
 
 
 async def balance_of(tx: Transaction, *, user_id: str) -> int | None:
@@ -77,20 +82,17 @@ async def balance_of(tx: Transaction, *, user_id: str) -> int | None:
     return balance
 
 
-# The credit and its ledger row in one statement: part of a transition, on updateStatus's
-# hot path.
+# Credits added, by a refund (part of a transition, on updateStatus's hot path) or a grant.
+_CREDIT = """
+    UPDATE accounts SET balance = balance + :amount, updated_at = clock_timestamp()
+    WHERE user_id = :user_id
+"""
+_REFUND_ENTRY = entry_sql(
+    "credit", LedgerKind.REFUND, amount=":amount", project_id=":project_id", reason=":reason"
+)
 _REFUND = DriverStatement.of(
     text(
-        """
-        WITH credit AS (
-            UPDATE accounts SET balance = balance + :amount, updated_at = clock_timestamp()
-            WHERE user_id = :user_id
-            RETURNING balance
-        )
-        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id, reason)
-        SELECT :user_id, 'REFUND', :amount, credit.balance, :project_id, :reason FROM credit
-        RETURNING balance_after
-        """
+        f"WITH credit AS ({_CREDIT} RETURNING balance) {_REFUND_ENTRY} RETURNING balance_after"
     ).bindparams(
         bindparam("user_id", type_=Text),
         bindparam("amount", type_=Integer),
@@ -117,37 +119,27 @@ async def refund(
     assert balance is not None, "refunds always fit (see grant), and accounts outlive projects"
 
 
-# Credits held by projects that may still be refunded count against the ceiling.
-_HELD = (
-    select(func.coalesce(func.sum(projects.c.credits_used), 0))
-    .where(
-        projects.c.user_id == bindparam("user_id"),
-        or_(
-            projects.c.status == Status.PENDING.value,
-            projects.c.status == Status.PROCESSING.value,
-        ),
-    )
-    .scalar_subquery()
-)
-_AMOUNT = bindparam("amount", type_=Integer)
-# In bigint: the sum may pass int4's range, which is what is being refused.
-_ADD = DriverStatement.of(
-    update(accounts)
-    .where(
-        accounts.c.user_id == bindparam("user_id"),
-        cast(accounts.c.balance, BigInteger) + cast(_AMOUNT, BigInteger) <= MAX_BALANCE - _HELD,
-    )
-    .values(balance=accounts.c.balance + _AMOUNT, updated_at=func.clock_timestamp())
-    .returning(accounts.c.balance)
-)
-_APPEND = DriverStatement.of(
-    insert(ledger).values(
-        user_id=bindparam("user_id"),
-        kind=bindparam("kind"),
-        amount=bindparam("amount"),
-        balance_after=bindparam("balance_after"),
-        project_id=bindparam("project_id", type_=Uuid),
-        reason=bindparam("reason", type_=Text),
+# Credits held by projects that may still be refunded count against the ceiling; the sum
+# is taken in bigint, where it may pass int4's range, which is what is being refused.
+_GRANT = DriverStatement.of(
+    text(
+        f"""
+        WITH credit AS (
+            {_CREDIT}
+              AND CAST(balance AS bigint) + CAST(:amount AS bigint) <= {MAX_BALANCE} - (
+                  SELECT coalesce(sum(credits_used), 0) FROM projects
+                  WHERE user_id = :user_id
+                    AND status IN ('{Status.PENDING.value}', '{Status.PROCESSING.value}')
+              )
+            RETURNING balance
+        )
+        {entry_sql("credit", LedgerKind.GRANT, amount=":amount", reason=":reason")}
+        RETURNING balance_after
+        """  # noqa: S608
+    ).bindparams(
+        bindparam("user_id", type_=Text),
+        bindparam("amount", type_=Integer),
+        bindparam("reason", type_=Text),
     )
 )
 _LEDGER_PAGE = {
@@ -162,24 +154,17 @@ _LEDGER_PAGE = {
     )
     for before in (False, True)
 }
-_LEDGER_FIELDS = tuple(LedgerRecord.__slots__)
+_ledger_record = mapper(LedgerRecord)
 
 
 async def grant(tx: Transaction, *, user_id: str, amount: int, reason: str) -> int:
     """Add credits; raises BalanceTooHigh when the balance, plus the credits held by projects
     that may still be refunded, would leave GraphQL's Int range. (Charges are taken by
     persistence.reservations, refunds by REFUND above.)"""
-    balance: int | None = await tx.fetchval(_ADD, {"user_id": user_id, "amount": amount})
+    values = {"user_id": user_id, "amount": amount, "reason": reason}
+    balance: int | None = await tx.fetchval(_GRANT, values)
     if balance is None:
         raise BalanceTooHigh
-    await _append(
-        tx,
-        user_id=user_id,
-        kind=LedgerKind.GRANT,
-        amount=amount,
-        balance_after=balance,
-        reason=reason,
-    )
     return balance
 
 
@@ -189,25 +174,4 @@ async def ledger_page(
     """Newest first; one row more than asked tells whether another page follows."""
     values = {"user_id": user_id, "limit": first + 1, "before_id": before_id}
     rows = await tx.fetch(_LEDGER_PAGE[before_id is not None], values)
-    return [LedgerRecord(**{name: row[name] for name in _LEDGER_FIELDS}) for row in rows]
-
-
-async def _append(
-    tx: Transaction,
-    *,
-    user_id: str,
-    kind: LedgerKind,
-    amount: int,
-    balance_after: int,
-    project_id: uuid.UUID | None = None,
-    reason: str | None = None,
-) -> None:
-    values = {
-        "user_id": user_id,
-        "kind": kind.value,
-        "amount": amount,
-        "balance_after": balance_after,
-        "project_id": project_id,
-        "reason": reason,
-    }
-    await tx.execute(_APPEND, values)
+    return [_ledger_record(row) for row in rows]

@@ -16,10 +16,10 @@ none (``transaction_pooler``, see engine.UNPREPARED).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy import text
@@ -33,6 +33,13 @@ _NO_VALUES: Mapping[str, object] = {}
 # Seconds a request waits for PostgreSQL to accept connections again (a restart, a
 # failover) before it fails: its checkout has sent nothing, so trying again is safe.
 CHECKOUT_PATIENCE = 5.0
+
+
+class Dataclass(Protocol):
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+RecordT = TypeVar("RecordT", bound=Dataclass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,17 @@ class DriverStatement:
         return [
             values[name] if name in values else self.constants[name] for name in self.parameters
         ]
+
+
+def mapper(record: type[RecordT]) -> Callable[[asyncpg.Record], RecordT]:
+    """How rows become ``record``s (a dataclass whose fields are columns): each field
+    from the column of its name; a row may carry more columns than the record has."""
+    names = tuple(field.name for field in fields(record))
+
+    def of(row: asyncpg.Record) -> RecordT:
+        return record(**{name: row[name] for name in names})
+
+    return of
 
 
 class Transaction:
@@ -93,6 +111,13 @@ class Transaction:
         await self._driver.execute(statement.sql, *statement.arguments(values))
 
 
+class Unreachable(Exception):
+    """The database did not answer."""
+
+
+_SELECT_1 = DriverStatement.of(text("SELECT 1"))
+
+
 class Database:
     """The engine's pool, and the two ways into it."""
 
@@ -122,9 +147,23 @@ class Database:
             yield Transaction(driver)
 
     async def ping(self) -> None:
-        """``SELECT 1``; raises SQLAlchemy's DBAPIError (or OSError) when the database is away."""
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        """``SELECT 1`` on a pooled connection, the way every statement goes; raises
+        Unreachable when the database does not answer."""
+        # What a connection refused or lost raises: OSError (refused, reset, timed out),
+        # asyncpg's errors (a server refusing connections, a connection closed under the
+        # statement), and the pool's DBAPI errors (SQLAlchemy's adaptation of asyncpg's).
+        away = (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            self.engine.dialect.loaded_dbapi.Error,
+        )
+        try:
+            # Unlike a request, a probe does not wait for the database to take connections.
+            async with pooled_driver_connection(self.engine) as driver:
+                await Transaction(driver).fetchval(_SELECT_1)
+        except away as error:
+            raise Unreachable(str(error)) from error
 
     async def dispose(self) -> None:
         await self.engine.dispose()

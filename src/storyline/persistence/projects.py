@@ -10,7 +10,7 @@ import asyncpg
 from sqlalchemy import DateTime, Integer, Uuid, bindparam, case, func, select, tuple_, update
 
 from storyline.domain.lifecycle import Change, Status
-from storyline.persistence.database import DriverStatement, Transaction
+from storyline.persistence.database import DriverStatement, Transaction, mapper
 from storyline.persistence.tables import projects
 
 
@@ -39,12 +39,8 @@ class ProjectRecord:
     last_xid: int | None  # the transaction that wrote this version (None: before 0004)
 
 
-PROJECT_FIELDS = tuple(ProjectRecord.__slots__)
-
-
-def record_of(row: asyncpg.Record) -> ProjectRecord:
-    """The project in an asyncpg row (which may carry more columns than the project's)."""
-    return ProjectRecord(**{name: row[name] for name in PROJECT_FIELDS})
+# The project in an asyncpg row (which may carry more columns than the project's).
+record_of = mapper(ProjectRecord)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from storyline.domain.ledger import LedgerKind
+from storyline.persistence.accounts import entry_sql
 from storyline.persistence.database import DriverStatement, Transaction
 from storyline.persistence.projects import NewProject, ProjectRecord, record_of
 
@@ -30,12 +32,22 @@ class KeyTaken(Exception):
     """The user already has a project with this idempotency key: nothing was written."""
 
 
+# The debit of a charge and its ledger row: RESERVE's last two steps, and the whole of
+# _CHARGE. The debit takes nothing from a balance that does not cover the charge.
+_DEBIT = """
+    UPDATE accounts SET balance = balance - :cost, updated_at = clock_timestamp()
+    WHERE user_id = :user_id AND balance >= :cost
+"""
+_CHARGE_ENTRY = entry_sql(
+    "debit", LedgerKind.CHARGE, amount="-CAST(:cost AS integer)", project_id="CAST(:id AS uuid)"
+)
+
 # In a data-modifying WITH, every part sees the snapshot from before the statement, so each
 # step is conditioned on the one before it returning a row: no account, no project; a key
 # already used, no debit; a balance too low, no ledger row (and the caller rolls the project
 # back). The last SELECT always returns one row, which tells the three refusals apart.
 RESERVE = text(
-    """
+    f"""
     WITH project AS (
         INSERT INTO projects (id, user_id, status, credits_used, prompt, quality, aspect_ratio,
                               image_model, seed, idempotency_key, request_fingerprint)
@@ -47,18 +59,15 @@ RESERVE = text(
         ON CONFLICT (user_id, idempotency_key) DO NOTHING
         RETURNING *
     ), debit AS (
-        UPDATE accounts SET balance = balance - :cost, updated_at = clock_timestamp()
-        WHERE user_id = :user_id AND balance >= :cost AND EXISTS (SELECT FROM project)
+        {_DEBIT} AND EXISTS (SELECT FROM project)
         RETURNING balance
     ), charge AS (
-        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id)
-        SELECT :user_id, 'CHARGE', -CAST(:cost AS integer), debit.balance, CAST(:id AS uuid)
-        FROM debit
+        {_CHARGE_ENTRY}
     )
     SELECT project.*, debit.balance AS balance_after,
            (SELECT balance FROM accounts WHERE user_id = :user_id) AS balance_before
     FROM (VALUES (1)) AS one (x) LEFT JOIN project ON true LEFT JOIN debit ON true
-    """
+    """  # noqa: S608 - composed of this module's SQL only (see entry_sql)
 )
 
 
@@ -76,19 +85,7 @@ _BALANCE_NOW = DriverStatement.of(
     text("SELECT balance FROM accounts WHERE user_id = :user_id FOR NO KEY UPDATE")
 )
 _CHARGE = DriverStatement.of(
-    text(
-        """
-        WITH debit AS (
-            UPDATE accounts SET balance = balance - :cost, updated_at = clock_timestamp()
-            WHERE user_id = :user_id AND balance >= :cost
-            RETURNING balance
-        )
-        INSERT INTO ledger (user_id, kind, amount, balance_after, project_id)
-        SELECT :user_id, 'CHARGE', -CAST(:cost AS integer), debit.balance, CAST(:id AS uuid)
-        FROM debit
-        RETURNING balance_after
-        """
-    )
+    text(f"WITH debit AS ({_DEBIT} RETURNING balance) {_CHARGE_ENTRY} RETURNING balance_after")
 )
 
 

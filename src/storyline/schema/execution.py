@@ -1,4 +1,5 @@
-"""The executor strawberry runs each operation with, minus graphql-core's reference cycle.
+"""The executor strawberry runs each operation with, minus graphql-core's reference cycle
+and the memo its subscriptions' events grow.
 
 graphql-core 3.3's executor hands resolvers ``async_helpers``, built from two of its own
 bound methods, and keeps it: executor -> helpers -> bound method -> executor. Every
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from storyline.compat.graphql import weak_async_helpers
+from graphql import Executor
+
+from storyline.compat.graphql import own_memo, weak_async_helpers
 from storyline.compat.strawberry import StrawberryExecutionContext
 
 
@@ -22,3 +25,8 @@ class AcyclicExecutionContext(StrawberryExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         weak_async_helpers(self)
+
+    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
+        # Each event of a subscription on strawberry's path (the legacy subprotocol, say)
+        # would otherwise add to this executor's memo for as long as the subscription lives.
+        return own_memo(super().build_per_event_executor(payload))

@@ -216,7 +216,7 @@ class FanoutTransportWS(TransportWS):
                     text = f"{prefix}{await watched.render(self.storyline_schema, event)}}}"
                     await send({"type": "websocket.send", "text": text})
                     services.metrics.events.inc()
-                    del event  # nothing of it is kept while the watcher waits
+                    del event, text  # nothing of it is kept while the watcher waits
         except asyncio.CancelledError:
             raise
         except Exception as failure:

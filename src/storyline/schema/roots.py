@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,7 @@ from storyline.schema.execution import AcyclicExecutionContext
 from storyline.schema.inputs import GenerateStoryInput, UpdateStatusInput
 from storyline.schema.observed import OperationMetrics
 from storyline.schema.operations import OperationChoice
+from storyline.schema.persisted import PersistedDocuments
 from storyline.schema.types import (
     Account,
     AccountChange,
@@ -137,9 +138,11 @@ class Subscription:
 
 
 class StorylineSchema(strawberry.Schema):
-    """strawberry's schema, with the guard every document of every path goes through."""
+    """strawberry's schema, with the guard every document of every path goes through, and
+    what resolves a request's document (by its text or its hash) before it meets the guard."""
 
     documents: DocumentGuard
+    persisted: PersistedDocuments
 
     async def execute(
         self,
@@ -175,10 +178,16 @@ class StorylineSchema(strawberry.Schema):
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
-def build_schema(settings: Settings | None = None) -> StorylineSchema:
-    """The schema with the limits of ``settings`` (defaults when None)."""
+def build_schema(
+    settings: Settings | None = None, *, traces: Callable[[], SchemaExtension] | None = None
+) -> StorylineSchema:
+    """The schema with the limits and trusted documents of ``settings`` (defaults when
+    None), and ``traces``, the tracing extension's factory, when tracing is on
+    (storyline.telemetry). Raises ManifestError for a trusted-documents manifest it cannot
+    run."""
     settings = settings or Settings.model_construct()
-    extensions: list[type[SchemaExtension]] = [
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        *([traces] if traces is not None else []),  # outermost: its span covers the rest
         OperationMetrics,  # first in, last out: it sees the errors as clients will
         ClientErrors,
         GuardedDocuments,
@@ -192,4 +201,5 @@ def build_schema(settings: Settings | None = None) -> StorylineSchema:
         execution_context_class=AcyclicExecutionContext,
     )
     schema.documents = DocumentGuard.for_settings(graphql_schema(schema), settings)
+    schema.persisted = PersistedDocuments.load(settings.trusted_documents, schema.documents)
     return schema

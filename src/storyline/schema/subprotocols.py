@@ -19,12 +19,18 @@ the token may be) the same way, here (``refusal``): closed with 4403 and a reaso
 why, ``Forbidden: The token has expired.`` say, never the token; legacy graphql-ws sends
 that reason in a ``connection_error`` first. strawberry's own refusal would close
 graphql-transport-ws with a bare ``Forbidden`` and graphql-ws with 1011, no reason given.
+
+A subscribe (start) payload may name its document by hash instead of its text, as an HTTP
+request may (schema/persisted.py): both handlers resolve it to the text before strawberry
+(or the fan-out) sees the operation, and answer a refusal as an ``error`` for that
+operation id, BAD_USER_INPUT, as they answer a document that does not validate.
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import suppress
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
@@ -33,20 +39,31 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message as TransportMessage,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    SubscribeMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage,
     OperationMessage,
+    StartMessage,
 )
 
 from storyline.compat.strawberry import LegacyWSHandler, TransportWSHandler
 from storyline.domain.errors import Unauthenticated
 from storyline.schema.context import Context
+from storyline.schema.persisted import Refused
+
+if TYPE_CHECKING:
+    from storyline.schema.roots import StorylineSchema
 
 PROTOCOL_ERROR = 4400
 FORBIDDEN = 4403
 INIT_TIMEOUT = 4408  # graphql-transport-ws's codes, which strawberry uses for both
 TOO_MANY_INITS = 4429
 MAX_REASON_BYTES = 123  # what a close frame has room for
+# A payload names its document by its text, its documentId or (in extensions) its hash.
+PAYLOAD_NAMES = frozenset({"query", "documentId", "extensions"})
+NO_DOCUMENT = "A payload must be an object with a query or a documentId"
 
 
 def refusal(context: Context, payload: dict[str, object] | None) -> str | None:
@@ -70,9 +87,19 @@ def _malformed(message: object, *, with_id: tuple[str, str], with_query: str) ->
         return "A message id must be a string"
     if message.get("type") == with_query:
         payload = message.get("payload")
-        if not isinstance(payload, dict) or "query" not in payload:
-            return "A payload must be an object with a query"
+        if not isinstance(payload, dict) or not PAYLOAD_NAMES.intersection(payload):
+            return NO_DOCUMENT
     return None
+
+
+def resolved(schema: object, payload: dict[str, Any]) -> dict[str, Any] | Refused:
+    """A subscribe (or start) payload with the text of the document it names as its
+    ``query`` (schema/persisted.py), or why it is refused."""
+    persisted = cast("StorylineSchema", schema).persisted
+    try:
+        return persisted.resolve(payload)
+    except Refused as refused:
+        return refused
 
 
 class TransportWS(TransportWSHandler[Context, None]):
@@ -84,6 +111,20 @@ class TransportWS(TransportWSHandler[Context, None]):
             await self.handle_invalid_message(reason)  # closes with 4400 and the reason
             return
         await super().handle_message(message)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # strawberry's refusals come first: not acknowledged (4401), an id in use (4409).
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            payload = resolved(self.schema, cast("dict[str, Any]", message["payload"]))
+            if isinstance(payload, Refused):
+                error = {"id": message["id"], "type": "error", "payload": [payload.formatted]}
+                await self.send_message(cast("TransportMessage", error))
+                return
+            if "query" not in payload:  # only extensions, and no hash in them
+                await self.handle_invalid_message(NO_DOCUMENT)
+                return
+            message = cast("SubscribeMessage", {**message, "payload": payload})
+        await super().handle_subscribe(message)
 
     async def handle_connection_init(self, message: TransportInitMessage) -> None:
         payload = message.get("payload", {})
@@ -129,6 +170,21 @@ class LegacyWS(LegacyWSHandler[Context, None]):
             await self.refuse(reason, PROTOCOL_ERROR)
             return
         await super().handle_message(message)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if self.connection_acknowledged:  # else strawberry closes with 4401
+            payload = resolved(self.schema, cast("dict[str, Any]", message["payload"]))
+            if isinstance(payload, Refused):
+                # As strawberry would, the operation the id named before is stopped.
+                await self.cleanup_operation(message["id"])
+                error = {"type": "error", "id": message["id"], "payload": payload.formatted}
+                await self.send_message(cast("OperationMessage", error))
+                return
+            if "query" not in payload:
+                await self.refuse(NO_DOCUMENT, PROTOCOL_ERROR)
+                return
+            message = cast("StartMessage", {**message, "payload": payload})
+        await super().handle_start(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         if self.init_received:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -69,10 +70,19 @@ class VideoService:
     """aiohttp rather than httpx here: this call is on generateStory's every request, and
     aiohttp's client costs a small fraction of httpx's CPU per call."""
 
-    def __init__(self, base_url: str, *, token: str, timeout: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        timeout: float,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ) -> None:
+        """``trace_configs``: aiohttp's, for tracing (storyline.telemetry); none when off."""
         self._base_url = base_url.rstrip("/")
         self._deadline = timeout
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -82,6 +92,7 @@ class VideoService:
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=100),
                 raise_for_status=False,
+                trace_configs=self._trace_configs or None,
             )
         return self._session
 

@@ -3,7 +3,9 @@
 It accepts jobs as the real service does and, like the real pipeline, reports back
 through Storyline's ``updateStatus`` mutation over HTTP with a pipeline token:
 PROCESSING with rising progress through the story stages, then COMPLETED with a
-result URL (or FAILED, for a configurable fraction of jobs).
+result URL (or FAILED, for a configurable fraction of jobs). It names its one document
+(REPORT) by its text or, when told the server runs trusted documents only (``persisted``),
+by its hash.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from storyline.graphql_http import document_id
+
 log = logging.getLogger(__name__)
 
 STAGES = (("script", 15), ("entities", 40), ("storyboard", 65), ("render", 90))
@@ -31,6 +35,7 @@ mutation Report($input: UpdateStatusInput!) { updateStatus(input: $input) { stat
 """
 REPORT_ATTEMPTS = 6
 MAX_JOBS = 10_000
+TRACE_CONTEXT = ("traceparent", "tracestate")  # W3C Trace Context's headers
 
 
 @dataclass
@@ -38,6 +43,9 @@ class Job:
     id: str
     project_id: str
     stage_status: dict[str, str] = field(default_factory=dict)
+    # The W3C trace context the job came with, sent back on each report, as the pipeline's
+    # client does: the reports join the trace of the generateStory that created the job.
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class Simulator:
@@ -49,6 +57,7 @@ class Simulator:
         pipeline_token: Callable[[], str],
         step_seconds: float,
         failure_rate: float,
+        persisted: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         if not token:
@@ -58,6 +67,7 @@ class Simulator:
         self.pipeline_token = pipeline_token
         self.step_seconds = step_seconds
         self.failure_rate = failure_rate
+        self.document = {"documentId": document_id(REPORT)} if persisted else {"query": REPORT}
         self.jobs: dict[str, Job] = {}
         self._rng = rng or random.Random()
         self._runs: set[asyncio.Task[None]] = set()
@@ -98,7 +108,10 @@ class Simulator:
             return JSONResponse({"detail": "malformed job"}, status_code=422)
         if not isinstance(prompt, str) or not prompt:
             return JSONResponse({"detail": "config.prompt is required"}, status_code=422)
-        job = Job(id=f"sim-{uuid.uuid4()}", project_id=project_id)
+        trace_context = {
+            name: request.headers[name] for name in TRACE_CONTEXT if name in request.headers
+        }
+        job = Job(id=f"sim-{uuid.uuid4()}", project_id=project_id, trace_context=trace_context)
         self.jobs[job.id] = job
         while len(self.jobs) > MAX_JOBS:  # a development stand-in: remember the recent ones
             del self.jobs[next(iter(self.jobs))]
@@ -152,8 +165,11 @@ class Simulator:
             try:
                 response = await self._http.post(
                     self.callback_url,
-                    json={"query": REPORT, "variables": variables},
-                    headers={"Authorization": f"Bearer {self.pipeline_token()}"},
+                    json={**self.document, "variables": variables},
+                    headers={
+                        "Authorization": f"Bearer {self.pipeline_token()}",
+                        **job.trace_context,
+                    },
                 )
                 if response.status_code < 500:
                     errors = response.json().get("errors")

@@ -13,13 +13,15 @@ The contract's rules (account-changes.graphql), and how they hold here:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from itertools import chain
 
 from storyline.auth import Principal
 from storyline.domain.errors import BadUserInput, Unauthenticated
 from storyline.live.events import AccountEvent, BalanceEvent, ProjectEvent
-from storyline.persistence import accounts
+from storyline.persistence import accounts, projects
 from storyline.persistence.snapshots import AccountState, Snapshot, account_state
 from storyline.services import Services
 
@@ -49,29 +51,37 @@ async def watch_account(
     async with services.broadcast.subscribe_account(
         user_id, limit=services.settings.max_subscriptions_per_user
     ) as mailbox:
-        async with services.database.transaction() as tx:
-            await accounts.ensure_account(
-                tx, user_id=user_id, signup_credits=services.settings.signup_credits
-            )
+        await _ensure_account(services, user_id)
         state = await _read(services, user_id, since=since)
         sent = _Sent(state.snapshot)
-        for event in sent.read(state):
-            yield event
-        del state  # an idle subscription holds no account data while it waits
+        fresh = sent.read(state)  # read in the watcher's snapshot: every one is to be sent
+        del state
+        events: list[AccountEvent] = []  # notified: sent unless the snapshot saw them
+        event: AccountEvent | None = None
         while True:
+            for event in chain(fresh, filter(sent.admits, events)):
+                if isinstance(event, ProjectEvent) and event.truncated:
+                    # The trigger cut a text to fit a notification; the row holds it whole.
+                    event = await _whole(services, event)
+                    sent.note(event)
+                yield event
+            # An idle subscription holds no account data while it waits.
+            fresh, events, event = [], [], None
             events, resync = await mailbox.take()
             if principal.expired:
                 raise Unauthenticated("The token has expired.")
             if resync:
                 # Notifications may have been lost while the listener was away; rows are not.
-                state = await _read(services, user_id, after=sent.snapshot)
-                for event in sent.read(state, again=True):
-                    yield event
-                del state
-            for event in events:
-                if sent.admits(event):
-                    yield event
-            events = []  # hold nothing while waiting for the next ones
+                # Read first: the notified events are then held to the new snapshot.
+                fresh = sent.read(await _read(services, user_id, after=sent.snapshot), again=True)
+
+
+async def _ensure_account(services: Services, user_id: str) -> None:
+    """The account, created on first use (with its sign-up grant), as ``me`` does."""
+    async with services.database.transaction() as tx:
+        await accounts.ensure_account(
+            tx, user_id=user_id, signup_credits=services.settings.signup_credits
+        )
 
 
 class _Sent:
@@ -109,14 +119,28 @@ class _Sent:
             return True
         if self.snapshot.saw(event.xid):
             return False  # the last read showed this version or a newer one
-        # Notifications come in commit order: this version is newer than any sent.
+        if self.recent is not None and event.version <= self.recent.get(event.project_id, 0):
+            return False  # a row read in place of a cut notification was newer already
+        # Notifications come in commit order: otherwise this version is newer than any sent.
+        self.note(event)
+        return True
+
+    def note(self, event: ProjectEvent) -> None:
+        """Count ``event``, sent live, as its project's newest state sent."""
         if self.recent is None:
             self.recent = {}
         self.recent.pop(event.project_id, None)
         if len(self.recent) >= RECENT_LIMIT:
             del self.recent[next(iter(self.recent))]
         self.recent[event.project_id] = event.version
-        return True
+
+
+async def _whole(services: Services, event: ProjectEvent) -> ProjectEvent:
+    """The project's row in place of a notification whose text the trigger cut (or the
+    event itself, should the row be gone or, impossibly, older)."""
+    async with services.database.autocommit() as tx:
+        record = await projects.get(tx, project_id=uuid.UUID(event.project_id))
+    return event if record is None or record.version < event.version else ProjectEvent.of(record)
 
 
 async def _read(

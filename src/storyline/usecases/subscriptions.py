@@ -34,6 +34,8 @@ async def watch_project(
         if first.status.terminal:
             return
         del first  # an idle subscription holds no project data while it waits
+        event: ProjectEvent | None = None
+        record: ProjectRecord | None = None
         while True:
             events, resync = await mailbox.take()
             if resync:
@@ -46,11 +48,17 @@ async def watch_project(
             for event in events:
                 if event.version <= last:
                     continue
+                if event.truncated:
+                    # The trigger cut a text to fit a notification; the row holds it whole.
+                    record = await _read(services, key)
+                    if record is not None and record.version >= event.version:
+                        event = ProjectEvent.of(record)
                 last = event.version
                 yield event
                 if event.status.terminal:
                     return
-            events = []  # hold nothing while waiting for the next ones
+            # Hold nothing while waiting for the next ones.
+            events, event, record = [], None, None
 
 
 async def _first(services: Services, principal: Principal, key: uuid.UUID) -> ProjectEvent:

@@ -1,19 +1,12 @@
 // Storyline's story editor: plain JavaScript, no build step, nothing fetched from elsewhere.
 // HTTP POST /graphql for queries and mutations; one graphql-transport-ws subscription,
 // accountChanges, keeps the project list and the balance current (no polling).
+//
+// Every operation is in one document, editor.graphql, and named by its operationName. The
+// server says how to name that document (/editor/document): by its text, or by its hash
+// when it runs trusted documents only.
 
 const TOKEN_KEY = "storyline.token";
-const PROJECT_FIELDS = `id status creditsUsed errorMessage progress stage resultUrl
-  prompt quality aspectRatio version createdAt updatedAt`;
-const ACCOUNT_CHANGES = `subscription Dashboard($since: DateTime) {
-  accountChanges(since: $since) {
-    __typename
-    ... on ProjectStatusEvent { projectId status version progress stage errorMessage resultUrl updatedAt }
-    ... on BalanceChange { balance entry { id kind projectId createdAt } }
-  }
-}`;
-const RECENT_PROJECTS = 10; // the history shown on opening; newer ones arrive live
-const RECENT_ENTRIES = 50; // ledger entries read to tell which FAILED projects were refunded
 // A resubscription asks for what changed since the newest time seen, less this margin: a
 // change's time is its transaction's start, which may precede the commit of one seen before.
 const RESYNC_MARGIN_MS = 10_000;
@@ -24,6 +17,19 @@ const RETRY_MAX_MS = 15_000;
 const REFUND_GRACE_MS = 3_000;
 
 const $ = (selector, root = document) => root.querySelector(selector);
+
+/** What names the page's document in a request: {query} or {documentId}. Asked once. */
+let named = null;
+function documentFields() {
+  if (!named) {
+    named = fetch("/editor/document").then((response) => {
+      if (!response.ok) throw new Error(`the page's document: HTTP ${response.status}`);
+      return response.json();
+    });
+    named.catch(() => (named = null)); // a failure is asked again next time
+  }
+  return named;
+}
 
 // ---- errors ------------------------------------------------------------------------------
 
@@ -54,11 +60,11 @@ function show(element, message) {
 
 // ---- HTTP --------------------------------------------------------------------------------
 
-async function graphql(token, query, variables = {}) {
+async function graphql(token, operationName, variables = {}) {
   const response = await fetch("/graphql", {
     method: "POST",
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
+    body: JSON.stringify({ ...(await documentFields()), operationName, variables }),
   });
   let body;
   try {
@@ -136,13 +142,19 @@ class LiveClient {
     }
   }
 
-  /** Subscribe; returns a function that unsubscribes. */
-  subscribe(query, variables, sink) {
+  /** Subscribe to the page document's operation `operationName`; returns a function that
+   * unsubscribes. */
+  subscribe(operationName, variables, sink) {
     const id = String(this.nextId++);
     this.sinks.set(id, sink);
-    this.connect().then(
-      () => this.sinks.has(id) && this.send({ type: "subscribe", id, payload: { query, variables } }),
-      () => {}, // the sink has already been told by onclose
+    Promise.all([this.connect(), documentFields()]).then(
+      ([, fields]) =>
+        this.sinks.has(id) &&
+        this.send({ type: "subscribe", id, payload: { ...fields, operationName, variables } }),
+      (error) => {
+        // onclose has told the sink of a lost connection; the document's failure is told here.
+        if (this.sinks.delete(id)) sink.error(error);
+      },
     );
     return () => {
       if (this.sinks.delete(id)) this.send({ type: "complete", id });
@@ -178,7 +190,7 @@ class AccountFeed {
     this.timer = null;
     const variables = this.newest ? { since: new Date(this.newest - RESYNC_MARGIN_MS).toISOString() } : {};
     this.handlers.state(this.attempt ? "reconnecting…" : "connecting…");
-    this.unsubscribe = this.live.subscribe(ACCOUNT_CHANGES, variables, {
+    this.unsubscribe = this.live.subscribe("Feed", variables, {
       next: (data) => this.receive(data.accountChanges),
       error: (error) => this.lost(error),
       complete: () => this.lost(new Error("the server ended accountChanges")),
@@ -249,11 +261,11 @@ function liveUrl() {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`;
 }
 
-/** Run `query` for the current token; errors go to the account panel. */
-async function accountQuery(query, variables) {
+/** Run the operation `operationName` for the current token; errors go to the account panel. */
+async function accountQuery(operationName, variables) {
   const token = state.token;
   try {
-    const data = await graphql(token, query, variables);
+    const data = await graphql(token, operationName, variables);
     return token === state.token ? data : null; // null: the token changed meanwhile
   } catch (error) {
     if (token === state.token) show(els.accountError, describe(error));
@@ -267,23 +279,14 @@ function showPrice(price) {
 }
 
 async function refreshPrice() {
-  const data = await accountQuery("query Price($quality: VideoQuality!) { price(quality: $quality) }", {
-    quality: els.quality.value,
-  });
+  const data = await accountQuery("Price", { quality: els.quality.value });
   if (data) showPrice(data.price);
 }
 
 /** On opening: the price, the recent projects (the feed brings only live ones) and which
  * of them were refunded. Read once; everything after comes from the feed. */
 async function loadDashboard() {
-  const data = await accountQuery(
-    `query Dashboard($quality: VideoQuality!) {
-      price(quality: $quality)
-      projects(first: ${RECENT_PROJECTS}) { edges { node { ${PROJECT_FIELDS} } } }
-      me { ledger(first: ${RECENT_ENTRIES}) { edges { node { kind projectId } } } }
-    }`,
-    { quality: els.quality.value },
-  );
+  const data = await accountQuery("Dashboard", { quality: els.quality.value });
   if (!data) return;
   showPrice(data.price);
   noteRefunds(data.me.ledger.edges.map((edge) => edge.node));
@@ -358,9 +361,7 @@ function expectRefund() {
   state.refundCheck = setTimeout(async () => {
     state.refundCheck = null;
     if (token !== state.token || ![...state.cards.values()].some(awaitsRefund)) return;
-    const data = await accountQuery(
-      `query Refunds { me { ledger(first: ${RECENT_ENTRIES}) { edges { node { kind projectId } } } } }`,
-    );
+    const data = await accountQuery("Refunds");
     if (data) noteRefunds(data.me.ledger.edges.map((edge) => edge.node));
   }, REFUND_GRACE_MS);
 }
@@ -370,9 +371,7 @@ function awaitsRefund(card) {
 }
 
 async function loadDetails(card) {
-  const data = await accountQuery(`query One($id: ID!) { project(id: $id) { ${PROJECT_FIELDS} } }`, {
-    id: card.id,
-  });
+  const data = await accountQuery("One", { id: card.id });
   if (data?.project && state.cards.get(card.id) === card) upsert(data.project);
 }
 
@@ -486,17 +485,13 @@ els.storyForm.addEventListener("submit", async (event) => {
   }
   els.submit.disabled = true;
   try {
-    const data = await graphql(
-      state.token,
-      `mutation Generate($input: GenerateStoryInput!) { generateStory(input: $input) { ${PROJECT_FIELDS} } }`,
-      {
-        input: {
-          prompt: els.prompt.value,
-          quality: els.quality.value,
-          aspectRatio: els.aspectRatio.value,
-        },
+    const data = await graphql(state.token, "Generate", {
+      input: {
+        prompt: els.prompt.value,
+        quality: els.quality.value,
+        aspectRatio: els.aspectRatio.value,
       },
-    );
+    });
     upsert(data.generateStory); // the feed brings its changes, and the charge
   } catch (error) {
     show(els.storyError, describe(error)); // an UPSTREAM_FAILED project arrives by the feed

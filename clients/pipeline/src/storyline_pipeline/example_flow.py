@@ -6,9 +6,7 @@ flow reports PROCESSING with its progress and stage through the retrying
 hooks report the outcome once more, and a failure, a crash or a cancellation as
 FAILED (which refunds the user). The stages only pretend to work.
 
-    export STORYLINE_URL=http://127.0.0.1:8000/graphql
-    export STORYLINE_PIPELINE_TOKEN="$(.venv/bin/storyline token pipeline --role pipeline)"
-    .venv/bin/python -m storyline.pipeline.example_flow PROJECT_ID --step-seconds 2
+How to install and run it: docs/prefect.md, "The example flow".
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import time
 
 from prefect import flow, task
 
-from storyline.pipeline.prefect import ReportingHooks, backoff, report_status
+from storyline_pipeline.prefect import ReportingHooks, backoff, report_status
 
 STAGES = (("script", 15), ("entities", 40), ("storyboard", 65), ("render", 90))
 
@@ -107,7 +105,7 @@ def story_video(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m storyline.pipeline.example_flow",
+        prog="python -m storyline_pipeline.example_flow",
         description="Run the example story pipeline for one Storyline project.",
     )
     parser.add_argument("project_id", help="the Storyline project id to report on")

@@ -1,15 +1,22 @@
 """One report to Storyline's ``updateStatus`` over HTTP, and what its answer means.
 
-No Prefect here: storyline.pipeline.prefect builds its task and hooks on these.
+No Prefect here: storyline_pipeline.prefect builds its task and hooks on these.
 
 Configuration comes from arguments or the environment: ``STORYLINE_URL`` (the GraphQL
 endpoint, e.g. ``https://storyline.example/graphql``) and ``STORYLINE_PIPELINE_TOKEN``
 (a JWT of role ``pipeline``). The token is sent only in the Authorization header: it
 is never logged, never part of an exception message, and not a repr'd field.
+
+Against a Storyline that runs trusted documents only, set ``STORYLINE_PERSISTED_DOCUMENTS=1``
+(or pass ``persisted=True``): reports then name their document by its hash (``documentId``)
+instead of sending its text. ``DOCUMENTS`` is every document this client sends; the
+server's ``storyline trusted-documents write`` finds it through this distribution's entry
+point ``storyline.trusted_documents``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,9 +26,12 @@ import httpx
 
 URL_ENV = "STORYLINE_URL"
 TOKEN_ENV = "STORYLINE_PIPELINE_TOKEN"  # noqa: S105 (a variable name)
+TRACEPARENT_ENV = "TRACEPARENT"  # the W3C trace context of the job, if it has one
+TRACESTATE_ENV = "TRACESTATE"
+PERSISTED_ENV = "STORYLINE_PERSISTED_DOCUMENTS"
 
-# The names of storyline.domain.lifecycle.Status as the contract spells them; this module
-# runs in the pipeline's process and needs nothing of Storyline but its HTTP endpoint.
+# The contract's ProjectStatus (the client's tests hold them equal): this module runs in
+# the pipeline's process and needs nothing of Storyline but its HTTP endpoint.
 StatusName = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
 STATUSES: frozenset[str] = frozenset(get_args(StatusName))
 
@@ -30,6 +40,10 @@ mutation Report($input: UpdateStatusInput!) {
   updateStatus(input: $input) { id externalId status version progress stage }
 }
 """
+# Every document this client sends, by operation name (a stable interface: see above).
+DOCUMENTS = {"Report": REPORT}
+# A persisted document's id: sha256 of its exact UTF-8 text, lowercase hex.
+REPORT_ID = "sha256:" + hashlib.sha256(REPORT.encode("utf-8")).hexdigest()
 # Storyline keeps the error message for the user to read; a traceback is not for them.
 MAX_ERROR_MESSAGE = 1000
 # HTTP answers that say "not now" rather than "no".
@@ -65,17 +79,35 @@ class StorylineNotConfigured(ReportError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Storyline's GraphQL endpoint: where to report, and with which pipeline token (kept
-    out of repr)."""
+    """Storyline's GraphQL endpoint: where to report, with which pipeline token (kept out of
+    repr), and whether documents are named by hash (``persisted``). ``traceparent`` and
+    ``tracestate``: the W3C trace context of the job, as the video service received it when
+    Storyline created the job; sent with every report, so that Storyline's trace of
+    generateStory holds the reports too (none: none sent)."""
 
     url: str
     token: str = field(repr=False)
     timeout: float = DEFAULT_TIMEOUT
+    traceparent: str | None = None
+    tracestate: str | None = None
+    persisted: bool = False
 
     @classmethod
     def resolve(
-        cls, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        cls,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        persisted: bool | None = None,
     ) -> Endpoint:
+        """From the arguments, or else the environment: STORYLINE_URL, STORYLINE_PIPELINE_TOKEN,
+        STORYLINE_PERSISTED_DOCUMENTS, and the trace context in TRACEPARENT and TRACESTATE
+        (OpenTelemetry's names for a trace context carried in the environment)."""
+        if persisted is None:
+            persisted = os.environ.get(PERSISTED_ENV, "").lower() in ("1", "true", "yes")
         url = url or os.environ.get(URL_ENV)
         token = token or os.environ.get(TOKEN_ENV)
         missing = [name for name, value in ((URL_ENV, url), (TOKEN_ENV, token)) if not value]
@@ -84,13 +116,23 @@ class Endpoint:
                 f"Storyline reporting is not configured: set {' and '.join(missing)}"
                 " or pass url= and token=."
             )
-        return cls(url, token, timeout)
+        traceparent = traceparent or os.environ.get(TRACEPARENT_ENV) or None
+        tracestate = tracestate or os.environ.get(TRACESTATE_ENV) or None
+        return cls(url, token, timeout, traceparent, tracestate, persisted)
 
     def request(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if self.traceparent:
+            headers["traceparent"] = self.traceparent
+            if self.tracestate:
+                headers["tracestate"] = self.tracestate
         return {
             "url": self.url,
-            "json": {"query": REPORT, "variables": dict(variables)},
-            "headers": {"Authorization": f"Bearer {self.token}"},
+            "json": {
+                **({"documentId": REPORT_ID} if self.persisted else {"query": REPORT}),
+                "variables": dict(variables),
+            },
+            "headers": headers,
         }
 
 

@@ -17,7 +17,7 @@ nothing, so the hook's COMPLETED after the task's COMPLETED is harmless. A repor
 that Storyline refuses (``INVALID_TRANSITION`` and every other GraphQL error but
 ``INTERNAL_SERVER_ERROR``) is final and never retried.
 
-Configuration and the HTTP side of a report: storyline.pipeline.reports.
+Configuration and the HTTP side of a report: storyline_pipeline.reports.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from prefect.logging import get_run_logger
 from prefect.logging.loggers import LoggingAdapter
 from prefect.tasks import Task
 
-from storyline.pipeline.reports import (
+from storyline_pipeline.reports import (
     DEFAULT_JITTER,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
