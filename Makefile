@@ -7,7 +7,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench browser pgbouncer balancer fuzz hypothesis graphiql-assets
+.PHONY: run test lint format bench chaos browser pgbouncer balancer fuzz hypothesis graphiql-assets
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
@@ -85,3 +85,8 @@ hypothesis: $(VENV)/.installed-test
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The chaos run (chaos/): ten minutes of load and faults on three instances, then the
+# checks; rewrites docs/reliability.md. tests/test_chaos.py runs a one-minute one.
+chaos: $(VENV)/.installed-bench balancer
+	$(VENV)/bin/python -m chaos

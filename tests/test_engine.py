@@ -1,7 +1,7 @@
 """The engine against a URL with an application_name, its pool against connections
-PostgreSQL has ended (every backend of the API, killed with pg_terminate_backend), the
-bound on the connections an instance holds, and the ping that says whether the database
-answers (/readyz, and the wait for the database at start-up)."""
+PostgreSQL has ended (every backend of the API, killed with pg_terminate_backend) or will
+not accept for a while, the bound on the connections an instance holds, and the ping that
+says whether the database answers (/readyz, and the wait for the database at start-up)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.persistence.database import Database, Unreachable
-from tests.support import Api, books, free_port, new_user, storyline
-from tests.support.databases import create_database, database_name
+from tests.support import Api, books, free_port, new_user, storyline, token
+from tests.support.databases import backends, create_database, database_name, migrated_database
 from tests.support.fakes import FakeVideoService
+
+ME = "{ me { balance } }"
 
 
 def named_url(database_url: str) -> tuple[str, str]:
@@ -101,6 +103,35 @@ async def test_an_instance_holds_at_most_its_pool_size_of_connections_and_keeps_
     assert all("errors" not in body for body in bodies), bodies
     assert most == 3 + 1, most  # the pool, and the listener's connection
     assert after == 3 + 1, after  # the burst's connections stay open for the next one
+
+
+async def test_a_request_made_while_postgres_refuses_connections_waits_for_it(
+    server_url: str, fake_upstream: tuple[FakeVideoService, str]
+) -> None:
+    """What a PostgreSQL restart looks like to an instance: every pooled connection dead,
+    and new ones refused for a moment. The request waits (its checkout has sent nothing,
+    so trying again is safe) and is served once connections are accepted again, where it
+    used to be answered INTERNAL_SERVER_ERROR (the chaos harness's postgres-restart)."""
+    database = await migrated_database(server_url)
+    control = await asyncpg.connect(server_url)
+    user = new_user()
+    try:
+        async with storyline(database, upstream_url=fake_upstream[1]) as api:
+            assert "errors" not in await api.post(ME, auth=token(user))
+            name = database_name(database)
+            await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                for pid in await backends(control, database=name):
+                    await control.execute("SELECT pg_terminate_backend($1)", pid)
+                asked = asyncio.create_task(api.post(ME, auth=token(user)))
+                await asyncio.sleep(1.0)
+                assert not asked.done()  # waiting, not failed
+            finally:
+                await control.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            body = await asyncio.wait_for(asked, 10)
+    finally:
+        await control.close()
+    assert body == {"data": {"me": {"balance": 100}}}
 
 
 async def test_the_ping_says_unreachable_while_the_database_admits_no_one_then_answers(

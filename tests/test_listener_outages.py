@@ -24,7 +24,7 @@ import pytest
 
 from storyline.persistence.embedded import embedded_server
 from tests.support import UPSTREAM_TOKEN, Api, new_user, storyline, token
-from tests.support.databases import migrated_database
+from tests.support.databases import migrated_database, restart_postgres
 from tests.support.fakes import FakeVideoService
 from tests.support.hubs import STOCK, WAIT, first_arrival, open_hub
 from tests.support.outages import listened_storyline, readiness, wait_for_readiness
@@ -88,31 +88,6 @@ def own_server() -> Iterator[Any]:
     finally:
         server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def restart_postgres(server: Any) -> None:
-    """``pg_ctl restart`` with the options pgserver started it with (its socket directory)."""
-    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # set by setattr
-    from pgserver.utils import PostmasterInfo
-
-    pgdata = Path(server.pgdata)
-    socket_dir = server.get_postmaster_info().socket_dir
-    assert socket_dir is not None
-    assert f'"-k" "{socket_dir}"' in (pgdata / "postmaster.opts").read_text()
-    try:
-        pg_ctl(
-            [
-                *("-w", "-t", "30", "-m", "fast", "-l", str(pgdata / "log")),
-                *("-o", '-h ""', "-o", f"-k {socket_dir}", "restart"),
-            ],
-            pgdata=pgdata,
-            user=server.system_user,
-            timeout=40,
-        )
-    finally:
-        # pgserver's handle must know the new postmaster to stop it at cleanup.
-        server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
-    assert server.get_postmaster_info().socket_dir == socket_dir
 
 
 async def report_until_accepted(api: Api, seconds: float, **fields: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from storyline.logs import JsonFormatter
 from tests.support import Api, new_user, storyline, token
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
-from tests.support.watch import collect, connected, start
+from tests.support.watch import collect, connected, next_event, start
 
 
 async def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -144,3 +144,24 @@ async def test_clients_cannot_add_metric_series(api: Api) -> None:
     operations = {dict(labels)["operation"] for _, labels in families}
     assert not any(op.startswith("field") for op in operations)
     assert "invalid" in operations
+
+
+async def test_the_task_gauge_counts_what_a_subscription_runs_and_returns_after_it(
+    api: Api,
+) -> None:
+    """storyline_asyncio_tasks: what the chaos harness reads to tell leaked tasks. (This
+    instance serves in the tests' loop, so the count includes the suite's own tasks: the
+    test compares it with itself.)"""
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    idle = value(await scrape(api), "storyline_asyncio_tasks")
+    assert idle >= 1
+    async with connected(api.url, token(user)) as ws:
+        await start(ws, project["id"])
+        await next_event(ws, within=5)
+        assert value(await scrape(api), "storyline_asyncio_tasks") > idle
+    async with asyncio.timeout(5):
+        while True:
+            if value(await scrape(api), "storyline_asyncio_tasks") == idle:
+                return
+            await asyncio.sleep(0.05)

@@ -5,6 +5,7 @@ With ``--workers N`` each worker counts for itself; scrape the instances, not a 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import perf_counter
@@ -45,6 +46,11 @@ class Metrics:
             "Times the notification listener has reconnected since start",
             registry=r,
         )
+        self.tasks = Gauge(
+            "storyline_asyncio_tasks",
+            "asyncio tasks alive in the instance's event loop (finished ones not counted)",
+            registry=r,
+        )
         self.charged = Counter(
             "storyline_credits_charged", "Credits charged for new projects", registry=r
         )
@@ -59,9 +65,13 @@ class Metrics:
         )
 
     def follow(self, *, subscriptions: Callable[[], int], reconnects: Callable[[], int]) -> None:
-        """Gauges read at scrape time from the live objects."""
+        """Gauges read at scrape time from the live objects; called in the serving loop, whose
+        tasks are then counted: an idle instance's count returning to where it was tells
+        that nothing the load started was left behind."""
         self.subscriptions.set_function(subscriptions)
         self.reconnects.set_function(reconnects)
+        loop = asyncio.get_running_loop()
+        self.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     @contextmanager
     def websocket(self) -> Iterator[None]:

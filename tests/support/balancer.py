@@ -91,15 +91,18 @@ def _is(row: dict[str, str], state: str) -> bool:
 
 
 @asynccontextmanager
-async def balancing(servers: dict[str, str], workdir: Path) -> AsyncIterator[Balancer]:
-    """HAProxy with the recommended configuration, its servers ``name: base URL`` in the
-    order of the configuration's ``server`` lines (whose names they must be); yielded once
-    every server passes its health check; stopped afterwards."""
+async def balancing(
+    servers: dict[str, str], workdir: Path, *, config: str | None = None
+) -> AsyncIterator[Balancer]:
+    """HAProxy with the recommended configuration (or ``config``, one of the same shape), its
+    servers ``name: base URL`` in the order of the configuration's ``server`` lines (whose
+    names they must be); yielded once every server passes its health check; stopped
+    afterwards."""
     assert HAPROXY is not None, "haproxy is not installed"
     port = free_port()
     admin = workdir / "haproxy.sock"
     config = render(
-        recommended_config(),
+        config or recommended_config(),
         port=port,
         servers=[url.removeprefix("http://") for url in servers.values()],
         admin=admin,

@@ -1,9 +1,12 @@
-"""Databases of their own for tests, on the PostgreSQL server the ``server_url`` fixture gives."""
+"""Databases of their own for tests, on the PostgreSQL server the ``server_url`` fixture gives;
+and a restart of an embedded server (also the chaos harness's)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy import text
@@ -77,3 +80,28 @@ async def the_backend(control: asyncpg.Connection, *, within: float = 10, **wher
 
 def database_name(database_url: str) -> str:
     return database_url.rsplit("/", 1)[1].split("?")[0]
+
+
+def restart_postgres(server: Any) -> None:
+    """``pg_ctl restart`` with the options pgserver started it with (its socket directory)."""
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # set by setattr
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = Path(server.pgdata)
+    socket_dir = server.get_postmaster_info().socket_dir
+    assert socket_dir is not None
+    assert f'"-k" "{socket_dir}"' in (pgdata / "postmaster.opts").read_text()
+    try:
+        pg_ctl(
+            [
+                *("-w", "-t", "30", "-m", "fast", "-l", str(pgdata / "log")),
+                *("-o", '-h ""', "-o", f"-k {socket_dir}", "restart"),
+            ],
+            pgdata=pgdata,
+            user=server.system_user,
+            timeout=40,
+        )
+    finally:
+        # pgserver's handle must know the new postmaster to stop it at cleanup.
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
+    assert server.get_postmaster_info().socket_dir == socket_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.support.client import Api
+
+
+def video_service(
+    create: Callable[[Request], Awaitable[Response]],
+    read: Callable[[Request], Awaitable[Response]],
+) -> Starlette:
+    """The two routes of the video service's API (runtime.md): create a job, read one."""
+    return Starlette(
+        routes=[
+            Route("/api/v1/project/video", create, methods=["POST"]),
+            Route("/api/v1/project/{job_id}", read, methods=["GET"]),
+        ]
+    )
 
 
 @dataclass
@@ -38,12 +52,7 @@ class FakeVideoService:
 
     @property
     def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/api/v1/project/video", self._create, methods=["POST"]),
-                Route("/api/v1/project/{job_id}", self._read, methods=["GET"]),
-            ]
-        )
+        return video_service(self._create, self._read)
 
     async def _read(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]

@@ -46,13 +46,19 @@ def ws_url(http_url: str) -> str:
 
 @asynccontextmanager
 async def connected(
-    http_url: str, token: str | None, protocol: str = TRANSPORT_WS
+    http_url: str,
+    token: str | None,
+    protocol: str = TRANSPORT_WS,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[ClientConnection]:
-    """An initialised connection; fails unless the server acknowledges."""
+    """An initialised connection; fails unless the server acknowledges. ``headers`` go on
+    the upgrade request (an ``X-Request-ID``, say)."""
     async with websockets.connect(
         ws_url(http_url),
         subprotocols=[Subprotocol(protocol)],
         compression=None,
+        additional_headers=headers,
     ) as ws:
         payload = {} if token is None else {"Authorization": f"Bearer {token}"}
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))

@@ -30,6 +30,9 @@ from storyline.compat.sqlalchemy import compile_positional, pooled_driver_connec
 from storyline.persistence.engine import create_engine
 
 _NO_VALUES: Mapping[str, object] = {}
+# Seconds a request waits for PostgreSQL to accept connections again (a restart, a
+# failover) before it fails: its checkout has sent nothing, so trying again is safe.
+CHECKOUT_PATIENCE = 5.0
 
 
 class Dataclass(Protocol):
@@ -118,8 +121,9 @@ _SELECT_1 = DriverStatement.of(text("SELECT 1"))
 class Database:
     """The engine's pool, and the two ways into it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, patience: float = CHECKOUT_PATIENCE) -> None:
         self.engine = engine
+        self.patience = patience
 
     @classmethod
     def open(cls, url: str, *, pool_size: int, transaction_pooler: bool = False) -> Database:
@@ -131,7 +135,7 @@ class Database:
         every statement sees the one snapshot the first one took (REPEATABLE READ)."""
         isolation = "repeatable_read" if snapshot else None
         async with (
-            pooled_driver_connection(self.engine) as driver,
+            pooled_driver_connection(self.engine, patience=self.patience) as driver,
             driver.transaction(isolation=isolation, readonly=snapshot),
         ):
             yield Transaction(driver)
@@ -139,7 +143,7 @@ class Database:
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Transaction]:
         """No BEGIN and COMMIT round trips: each statement is its own transaction."""
-        async with pooled_driver_connection(self.engine) as driver:
+        async with pooled_driver_connection(self.engine, patience=self.patience) as driver:
             yield Transaction(driver)
 
     async def ping(self) -> None:
@@ -155,8 +159,9 @@ class Database:
             self.engine.dialect.loaded_dbapi.Error,
         )
         try:
-            async with self.autocommit() as tx:
-                await tx.fetchval(_SELECT_1)
+            # Unlike a request, a probe does not wait for the database to take connections.
+            async with pooled_driver_connection(self.engine) as driver:
+                await Transaction(driver).fetchval(_SELECT_1)
         except away as error:
             raise Unreachable(str(error)) from error
 
