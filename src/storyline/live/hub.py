@@ -202,6 +202,8 @@ class ProjectBroadcast:
 
     def _route(self, channel: str, payload: str) -> None:
         if channel == LEDGER_CHANNEL:
+            if not self.accounts:
+                return  # nobody in this process watches an account: nothing to parse for
             balance = BalanceEvent.parse(payload)
             for account in self.accounts.get(balance.user_id, ()):
                 account.offer(balance)

@@ -13,7 +13,6 @@ The contract's rules (account-changes.graphql), and how they hold here:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from itertools import chain
@@ -21,9 +20,10 @@ from itertools import chain
 from storyline.auth import Principal
 from storyline.domain.errors import BadUserInput, Unauthenticated
 from storyline.live.events import AccountEvent, BalanceEvent, ProjectEvent
-from storyline.persistence import accounts, projects
+from storyline.persistence import accounts
 from storyline.persistence.snapshots import AccountState, Snapshot, account_state
 from storyline.services import Services
+from storyline.usecases.subscriptions import whole
 
 # How many projects a watcher remembers having sent since its last snapshot, to send none
 # of them again if the listener is lost. Past it the oldest is forgotten: it could be sent
@@ -61,8 +61,7 @@ async def watch_account(
         while True:
             for event in chain(fresh, filter(sent.admits, events)):
                 if isinstance(event, ProjectEvent) and event.truncated:
-                    # The trigger cut a text to fit a notification; the row holds it whole.
-                    event = await _whole(services, event)
+                    event = await whole(services, event)
                     sent.note(event)
                 yield event
             # An idle subscription holds no account data while it waits.
@@ -133,14 +132,6 @@ class _Sent:
         if len(self.recent) >= RECENT_LIMIT:
             del self.recent[next(iter(self.recent))]
         self.recent[event.project_id] = event.version
-
-
-async def _whole(services: Services, event: ProjectEvent) -> ProjectEvent:
-    """The project's row in place of a notification whose text the trigger cut (or the
-    event itself, should the row be gone or, impossibly, older)."""
-    async with services.database.autocommit() as tx:
-        record = await projects.get(tx, project_id=uuid.UUID(event.project_id))
-    return event if record is None or record.version < event.version else ProjectEvent.of(record)
 
 
 async def _read(

@@ -49,16 +49,20 @@ async def watch_project(
                 if event.version <= last:
                     continue
                 if event.truncated:
-                    # The trigger cut a text to fit a notification; the row holds it whole.
-                    record = await _read(services, key)
-                    if record is not None and record.version >= event.version:
-                        event = ProjectEvent.of(record)
+                    event = await whole(services, event)
                 last = event.version
                 yield event
                 if event.status.terminal:
                     return
             # Hold nothing while waiting for the next ones.
             events, event, record = [], None, None
+
+
+async def whole(services: Services, event: ProjectEvent) -> ProjectEvent:
+    """The project's row in place of a notification whose text the trigger cut to fit
+    PostgreSQL's limit (the event itself, should the row be gone or, impossibly, older)."""
+    record = await _read(services, uuid.UUID(event.project_id))
+    return event if record is None or record.version < event.version else ProjectEvent.of(record)
 
 
 async def _first(services: Services, principal: Principal, key: uuid.UUID) -> ProjectEvent:
