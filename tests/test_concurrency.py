@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.persistence import reservations
@@ -57,6 +59,36 @@ async def test_20_simultaneous_failed_reports_refund_exactly_once(
     state = await books(engine, user)
     assert state.balance == 100
     assert Counter(kind for kind, _, _ in state.ledger) == {"GRANT": 1, "CHARGE": 1, "REFUND": 1}
+
+
+async def test_simultaneous_progress_reports_leave_the_newest_and_lose_none(
+    api: Api, engine: AsyncEngine
+) -> None:
+    # Each report is decided from the row as read and written only over that version: one
+    # that lost the race to another is decided again, never written over the newer row.
+    user = new_user()
+    project = (await api.generate(user))["data"]["generateStory"]
+    order = list(range(1, 41))
+    random.Random(7).shuffle(order)  # newer reports overtaking older ones mid-flight
+    bodies = await asyncio.gather(
+        *(
+            api.report(projectId=project["id"], status="PROCESSING", progress=n, stage=f"s{n}")
+            for n in order
+        )
+    )
+    assert all("errors" not in body for body in bodies), bodies
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT progress, stage, version FROM projects WHERE id = :id"),
+                {"id": project["id"]},
+            )
+        ).one()
+    assert (row.progress, row.stage) == (40, "s40")
+    # Every answer is a version that was committed, and the newest is the row's.
+    answered = {body["data"]["updateStatus"]["version"] for body in bodies}
+    assert max(answered) == row.version
+    assert row.version - project["version"] <= 40
 
 
 async def test_concurrent_first_requests_create_one_account_with_one_grant(

@@ -14,17 +14,7 @@ UNREACHABLE = "postgresql://storyline@127.0.0.1:9/postgres"
 def test_the_pure_tests_run_without_a_database(project_root: Path) -> None:
     env = os.environ | {"STORYLINE_TEST_DATABASE_URL": UNREACHABLE}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/domain",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:xdist",
-        ],
+        [sys.executable, "-m", "pytest", "tests/domain", "-q", "-p", "no:cacheprovider", "-n", "0"],
         cwd=project_root,
         env=env,
         capture_output=True,

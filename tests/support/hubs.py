@@ -96,7 +96,9 @@ class StorylineInbox(Inbox):
 
     async def next(self) -> int:
         while True:
-            events, resync = await self._mailbox.take()
+            while (news := self._mailbox.news()) is not None:
+                await news
+            events, resync = self._mailbox.take()
             self.resyncs += resync
             if events:
                 return events[-1].version

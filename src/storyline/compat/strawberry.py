@@ -6,6 +6,7 @@ raise their refusals with); tests/compat/test_strawberry.py pins each behaviour 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -26,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
@@ -181,12 +183,52 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
     - ``handle_connection_init`` is called with each ``connection_init``; it refuses one
       when ``connection_init_received`` is set (4429), and the init timeout closes nothing
       once it is set (``connection_timed_out`` stays False); ``websocket.close(code=,
-      reason=)`` closes the socket with that code and reason.
+      reason=)`` closes the socket with that code and reason;
+    - the wait for connection_init starts in ``on_request_accepted`` (once the socket is
+      accepted), as a task in ``connection_init_timeout_task`` that ``shutdown`` (at the
+      socket's end) cancels and awaits; here it is a timer instead, which makes that task
+      only when the wait is over with no connection_init.
     """
+
+    _init_timer: asyncio.TimerHandle | None = None
 
     def server_websocket(self) -> WebSocket:
         """starlette's WebSocket under strawberry's ASGI adapter (``websocket.ws``)."""
         return cast("ASGIWebSocketAdapter", self.websocket).ws
+
+    def on_request_accepted(self) -> None:
+        # strawberry's starts a task that sleeps through the wait for connection_init
+        # (handle_connection_init_timeout), which every socket keeps, with its frame and its
+        # future, for the whole wait: a timer is one handle, gone at the init.
+        delay = self.connection_init_wait_timeout.total_seconds()
+        self._init_timer = asyncio.get_running_loop().call_later(delay, self._init_timed_out)
+
+    def _init_timed_out(self) -> None:
+        self._init_timer = None
+        if not self.connection_init_received:
+            # Where strawberry's shutdown cancels and awaits it.
+            self.connection_init_timeout_task = asyncio.create_task(self._close_timed_out())
+
+    async def _close_timed_out(self) -> None:
+        # What strawberry's handle_connection_init_timeout does once its sleep is over.
+        self.connection_timed_out = True
+        try:
+            await self.websocket.close(code=4408, reason="Connection initialisation timeout")
+        except Exception as error:  # as strawberry does: logged, not raised
+            await self.handle_task_exception(error)
+
+    def _stop_init_timer(self) -> None:
+        timer, self._init_timer = self._init_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        self._stop_init_timer()
+        await super().handle_connection_init(message)
+
+    async def shutdown(self) -> None:
+        self._stop_init_timer()
+        await super().shutdown()
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[ContextT, RootValueT]):

@@ -65,14 +65,18 @@ class _Inbox:
     def _has_news(self) -> bool:
         raise NotImplementedError
 
-    async def _wait(self) -> bool:
-        """Wait for news; whether the subscriber must re-read its state."""
-        while not self._has_news() and not self.resync:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def news(self) -> asyncio.Future[None] | None:
+        """None when there is news to ``take`` (or the state to re-read); else a future
+        done when there may be: await it, then ask again. A future, awaited by the watcher
+        itself, adds nothing to what an idle watcher holds, where a coroutine would add
+        its frame."""
+        if self._has_news() or self.resync:
+            return None
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def _resynced(self) -> bool:
+        self._waiter = None
         resync, self.resync = self.resync, False
         return resync
 
@@ -98,11 +102,10 @@ class Mailbox(_Inbox):
         self._pending.append(event)
         self._wake()
 
-    async def take(self) -> tuple[list[ProjectEvent], bool]:
-        """Wait for news: the pending events, and whether the row must be re-read."""
-        resync = await self._wait()
+    def take(self) -> tuple[list[ProjectEvent], bool]:
+        """The pending events, and whether the row must be re-read (see ``news``)."""
         events, self._pending = self._pending, []
-        return events, resync
+        return events, self._resynced()
 
 
 class AccountMailbox(_Inbox):
@@ -128,12 +131,11 @@ class AccountMailbox(_Inbox):
         self._pending[event.key] = event
         self._wake()
 
-    async def take(self) -> tuple[list[AccountEvent], bool]:
-        """Wait for news: the pending events, and whether the account must be re-read."""
-        resync = await self._wait()
+    def take(self) -> tuple[list[AccountEvent], bool]:
+        """The pending events, and whether the account must be re-read (see ``news``)."""
         events = list(self._pending.values())
         self._pending.clear()
-        return events, resync
+        return events, self._resynced()
 
 
 InboxT = TypeVar("InboxT", bound=_Inbox)

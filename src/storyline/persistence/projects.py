@@ -79,17 +79,26 @@ async def find_by_idempotency_key(
 
 # updateStatus's statements: the pipeline reports progress many times a second, and these
 # are its database work.
-_LOCK = {
-    key: DriverStatement.of(
-        select(projects).where(projects.c[key] == bindparam(key)).with_for_update()
-    )
+def _find(key: str, *, locked: bool) -> DriverStatement:
+    query = select(projects).where(projects.c[key] == bindparam(key))
+    return DriverStatement.of(query.with_for_update() if locked else query)
+
+
+_FIND = {
+    (key, locked): _find(key, locked=locked)
     for key in ("id", "external_id")
+    for locked in (False, True)
 }
-# A change sets the error message only on the move into FAILED, the result only into COMPLETED.
+# A change sets the error message only on the move into FAILED, the result only into
+# COMPLETED; it is written only over the version it was decided from (None: the row has
+# moved on since it was read).
 _APPLY = {
     extra: DriverStatement.of(
         update(projects)
-        .where(projects.c.id == bindparam("project_id"))
+        .where(
+            projects.c.id == bindparam("project_id"),
+            projects.c.version == bindparam("read_version"),
+        )
         .values(
             status=bindparam("new_status"),
             progress=bindparam("new_progress"),
@@ -108,21 +117,38 @@ _MARK_REPORTED = DriverStatement.of(
 )
 
 
+async def find(
+    tx: Transaction,
+    *,
+    project_id: uuid.UUID | None,
+    external_id: str | None,
+    locked: bool = False,
+) -> ProjectRecord | None:
+    """The project named by exactly one of the two ids; ``locked``: FOR UPDATE, until
+    ``tx`` ends."""
+    if (project_id is None) == (external_id is None):
+        raise ValueError("name the project by exactly one id")
+    key, value = ("id", project_id) if project_id is not None else ("external_id", external_id)
+    row = await tx.fetchrow(_FIND[key, locked], {key: value})
+    return None if row is None else record_of(row)
+
+
 async def lock(
     tx: Transaction, *, project_id: uuid.UUID | None, external_id: str | None
 ) -> ProjectRecord | None:
     """The project named by exactly one of the two ids, locked FOR UPDATE."""
-    if (project_id is None) == (external_id is None):
-        raise ValueError("name the project by exactly one id")
-    key, value = ("id", project_id) if project_id is not None else ("external_id", external_id)
-    row = await tx.fetchrow(_LOCK[key], {key: value})
-    return None if row is None else record_of(row)
+    return await find(tx, project_id=project_id, external_id=external_id, locked=True)
 
 
-async def apply_change(tx: Transaction, *, project_id: uuid.UUID, change: Change) -> ProjectRecord:
+async def apply_change(
+    tx: Transaction, *, project: ProjectRecord, change: Change
+) -> ProjectRecord | None:
+    """Write ``change``, decided from ``project`` as read, over that version of the row;
+    None when the row has moved on since (never when ``tx`` holds its lock)."""
     extra = {Status.FAILED: "error_message", Status.COMPLETED: "result_url"}.get(change.status, "")
     values: dict[str, object] = {
-        "project_id": project_id,
+        "project_id": project.id,
+        "read_version": project.version,
         "new_status": change.status.value,
         "new_progress": change.progress,
         "new_stage": change.stage,
@@ -130,8 +156,7 @@ async def apply_change(tx: Transaction, *, project_id: uuid.UUID, change: Change
         "new_result_url": change.result_url,
     }
     row = await tx.fetchrow(_APPLY[extra], values)
-    assert row is not None, "the caller holds the row's lock"
-    return record_of(row)
+    return None if row is None else record_of(row)
 
 
 async def mark_reported(tx: Transaction, *, project_id: uuid.UUID) -> None:

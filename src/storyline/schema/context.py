@@ -52,6 +52,11 @@ class Context:
             raise Unauthenticated("The token has expired.")
         return self._principal
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether the caller is known (authenticated already, and valid)."""
+        return isinstance(self._principal, Principal)
+
     def _credentials(self) -> str | None:
         if not self.websocket:
             return self.authorization

@@ -108,6 +108,7 @@ class Selection:
     for all of them. Its executor, checked and coerced once when the first of them
     subscribed, is copied for each event (graphql-core's per-event executor)."""
 
+    query: str  # the document's text, which every watcher's operation then shares
     document: DocumentNode
     executor: Executor[Any]  # built without a root value or any watcher's context
     field: LiveField
@@ -156,7 +157,7 @@ def selection(
     key = (schema, query, operation_name, json.dumps(given, sort_keys=True))
     found = SELECTIONS.get(key)
     if found is None:
-        found = SELECTIONS[key] = Selection(document, executor, LIVE[root.name.value])
+        found = SELECTIONS[key] = Selection(query, document, executor, LIVE[root.name.value])
     return found
 
 
@@ -210,7 +211,10 @@ class FanoutTransportWS(TransportWS):
         send = server_send(self.server_websocket())
         try:
             self.executing(operation, watched.document)
+            # What the operation still holds is the selection's: one text for all watchers.
+            operation.query, operation.variables = watched.query, None
             events = watched.field.watch(services, self.context.principal, arguments)
+            del served, arguments
             async with aclosing(events):
                 async for event in events:
                     text = f"{prefix}{await watched.render(self.storyline_schema, event)}}}"

@@ -78,6 +78,13 @@ def refusal(context: Context, payload: dict[str, object] | None) -> str | None:
     return None
 
 
+def forget_credentials(context: Context) -> None:
+    """Drop the connection_init payload strawberry keeps in the context once the caller it
+    names is known: an idle socket holds no token (and no bytes it does not need)."""
+    if context.authenticated:
+        context.connection_params = None
+
+
 def _malformed(message: object, *, with_id: tuple[str, str], with_query: str) -> str | None:
     """Why a client's message is malformed, or None. ``with_id``: the types that name an
     operation; ``with_query``: the type whose payload holds a document."""
@@ -139,30 +146,39 @@ class TransportWS(TransportWSHandler[Context, None]):
                 await self.websocket.close(code=FORBIDDEN, reason=reason)
                 return
         await super().handle_connection_init(message)
+        forget_credentials(self.context)
 
 
 class LegacyWS(LegacyWSHandler[Context, None]):
     """Legacy graphql-ws: one connection_init, in time; each message's shape checked."""
 
     init_received = False
-    init_wait: asyncio.Task[None]
+    init_timer: asyncio.TimerHandle | None = None
+    init_closing: asyncio.Task[None] | None = None
 
     async def handle(self) -> None:
-        waiting = asyncio.create_task(self.close_unless_initialised())
-        self.init_wait = waiting
+        # A timer, not a task asleep for the whole wait: a socket keeps one handle until
+        # its connection_init (TransportWSHandler does the same for graphql-transport-ws).
+        delay = self.view.connection_init_wait_timeout.total_seconds()
+        self.init_timer = asyncio.get_running_loop().call_later(delay, self.init_timed_out)
         try:
             await super().handle()  # its end cancels the keep-alive and every operation
         finally:
-            waiting.cancel()
-            with suppress(asyncio.CancelledError):
-                await waiting
+            self.init_timer.cancel()
+            closing = self.init_closing
+            if closing is not None:
+                closing.cancel()
+                with suppress(asyncio.CancelledError):
+                    await closing
 
-    async def close_unless_initialised(self) -> None:
-        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+    def init_timed_out(self) -> None:
+        if not self.init_received:
+            self.init_closing = asyncio.create_task(self.close_uninitialised())
+
+    async def close_uninitialised(self) -> None:
         # The client may have left, or been refused, meanwhile: then there is nothing to close.
         with suppress(WebSocketDisconnect, WebSocketDisconnected):
-            if not self.init_received:
-                await self.websocket.close(INIT_TIMEOUT, "Connection initialisation timeout")
+            await self.websocket.close(INIT_TIMEOUT, "Connection initialisation timeout")
 
     async def handle_message(self, message: OperationMessage) -> None:
         reason = _malformed(message, with_id=("start", "stop"), with_query="start")
@@ -193,7 +209,8 @@ class LegacyWS(LegacyWSHandler[Context, None]):
             await self.refuse("Too many initialisation requests", TOO_MANY_INITS)
             return
         self.init_received = True
-        self.init_wait.cancel()
+        if self.init_timer is not None:
+            self.init_timer.cancel()
         payload = message.get("payload")
         if payload is not None and not isinstance(payload, dict):
             await self.refuse("The connection_init payload must be an object", PROTOCOL_ERROR)
@@ -203,6 +220,7 @@ class LegacyWS(LegacyWSHandler[Context, None]):
             await self.refuse(reason, FORBIDDEN)
             return
         await super().handle_connection_init(message)
+        forget_credentials(self.context)
 
     async def refuse(self, reason: str, code: int) -> None:
         await self.send_message({"type": "connection_error", "payload": {"message": reason}})

@@ -66,7 +66,9 @@ async def watch_account(
                 yield event
             # An idle subscription holds no account data while it waits.
             fresh, events, event = [], [], None
-            events, resync = await mailbox.take()
+            while (news := mailbox.news()) is not None:
+                await news
+            events, resync = mailbox.take()
             if principal.expired:
                 raise Unauthenticated("The token has expired.")
             if resync:

@@ -37,7 +37,9 @@ async def watch_project(
         event: ProjectEvent | None = None
         record: ProjectRecord | None = None
         while True:
-            events, resync = await mailbox.take()
+            while (news := mailbox.news()) is not None:
+                await news
+            events, resync = mailbox.take()
             if resync:
                 # Notifications may have been lost while the listener was away; state is not.
                 record = await _read(services, key)

@@ -1,5 +1,5 @@
-"""A report applied to a locked project: shared by updateStatus, generateStory's refusal
-path and the sweeper."""
+"""A report applied to a project: shared by updateStatus, generateStory's refusal path and
+the sweeper."""
 
 from __future__ import annotations
 
@@ -19,18 +19,22 @@ def refunded(before: ProjectRecord, after: ProjectRecord) -> int:
     return before.credits_used if moved_into_failed else 0
 
 
-async def transition(
-    tx: Transaction, project: ProjectRecord, report: lifecycle.Report
-) -> ProjectRecord:
-    """Apply a report to a row locked FOR UPDATE in ``tx``; refunds in the move into FAILED.
-
-    Raises InvalidTransition; returns the row unchanged when the report changes nothing.
-    """
+def change_of(project: ProjectRecord, report: lifecycle.Report) -> lifecycle.Change | None:
+    """What ``report`` changes in ``project`` as read (None: nothing); raises
+    InvalidTransition."""
     current = lifecycle.Snapshot(lifecycle.Status(project.status), project.progress, project.stage)
-    change = lifecycle.apply(current, report)
-    if change is None:
-        return project
-    updated = await projects.apply_change(tx, project_id=project.id, change=change)
+    return lifecycle.apply(current, report)
+
+
+async def write(
+    tx: Transaction, project: ProjectRecord, change: lifecycle.Change
+) -> ProjectRecord | None:
+    """Write ``change`` over the version of ``project`` it was decided from, with the refund
+    of a move into FAILED (``tx`` must then be a transaction: both or neither). None, and
+    nothing written, when the row has moved on since it was read."""
+    updated = await projects.apply_change(tx, project=project, change=change)
+    if updated is None:
+        return None
     if change.refund:
         await accounts.refund(
             tx,
@@ -46,4 +50,19 @@ async def transition(
         updated.status,
         updated.version,
     )
+    return updated
+
+
+async def transition(
+    tx: Transaction, project: ProjectRecord, report: lifecycle.Report
+) -> ProjectRecord:
+    """Apply a report to a row locked FOR UPDATE in ``tx``; refunds in the move into FAILED.
+
+    Raises InvalidTransition; returns the row unchanged when the report changes nothing.
+    """
+    change = change_of(project, report)
+    if change is None:
+        return project
+    updated = await write(tx, project, change)
+    assert updated is not None, "the row is locked: its version cannot have moved"
     return updated
