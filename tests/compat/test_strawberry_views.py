@@ -282,3 +282,25 @@ async def test_a_subscribe_or_start_runs_the_payload_the_handler_is_given() -> N
         if protocol == "graphql-transport-ws":  # a query runs there (legacy: subscriptions)
             assert answer["payload"] == {"data": {"hello": "world"}}, answer
     assert STARTS == [(True, False), (True, False), True, True]
+
+
+async def test_the_init_wait_is_a_timer_from_acceptance_to_the_socket_s_end() -> None:
+    # strawberry calls on_request_accepted once the socket is accepted and shutdown at its
+    # end; it closes with 4408 by the task in connection_init_timeout_task, which shutdown
+    # awaits. TransportWSHandler replaces its task with a timer that makes one only then.
+    silent = init_socket()
+    await silent.connect()
+    closed = await silent.closed()  # no connection_init within 0.2 s
+    assert (closed["code"], closed["reason"]) == (4408, "Connection initialisation timeout")
+
+    ws = init_socket()
+    await ws.connect()
+    ws.send_json({"type": "connection_init", "payload": {}})
+    assert await ws.receive_json() == {"type": "connection_ack"}
+    [handler] = HANDLERS
+    assert handler._init_timer is None  # stopped at the init
+    assert handler.connection_init_timeout_task is None  # no task kept
+    await asyncio.sleep(0.4)  # past the wait: nothing is closed
+    ws.send_json({"type": "ping"})
+    assert await ws.receive_json() == {"type": "pong"}
+    assert handler.connection_timed_out is False
