@@ -6,8 +6,8 @@
 - ``greenlet_spawn``, ``sync_engine.pool.connect`` and the pooled connection's
   ``driver_connection``, ``invalidate`` and ``close``: to take asyncpg's connection from
   the engine's pool without a SQLAlchemy ``Connection`` around it (one greenlet hand-off
-  each way, where ``engine.connect()`` takes three), so that the pool, its pre-ping and
-  its limits stay SQLAlchemy's.
+  each way, where ``engine.connect()`` takes three), so that the pool and its limits stay
+  SQLAlchemy's; the liveness check at checkout is this module's (``_ping``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from sqlalchemy.util import greenlet_spawn
 
 _ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
 CHECKOUT_PAUSES = (0.05, 1.0)  # seconds
+# Pooled connections that did not answer, discarded before patience counts: each may be one
+# that the server ended while it sat in the pool (as SQLAlchemy's own checkout retries).
+DISCARDS = 3
 
 
 def compile_positional(
@@ -48,8 +51,8 @@ async def pooled_driver_connection(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection from ``engine``'s pool, as asyncpg's own connection.
 
-    While PostgreSQL refuses connections (the pool's pre-ping found a pooled one dead and
-    no new one is accepted: a restart), the checkout is tried again for up to ``patience``
+    While PostgreSQL refuses connections (a pooled one did not answer and no new one is
+    accepted: a restart), the checkout is tried again for up to ``patience``
     seconds. A connection that asyncpg found closed, or left inside a transaction (a
     ROLLBACK cut short by a second cancellation; the pool's reset on return knows only
     SQLAlchemy's own transactions), is invalidated, so that the pool does not hand it out
@@ -67,18 +70,46 @@ async def pooled_driver_connection(
 
 
 async def _checkout(engine: AsyncEngine, patience: float) -> PoolProxiedConnection:
-    """The pool's checkout, tried again (pauses doubling from the first of
-    ``CHECKOUT_PAUSES`` to the last) while it fails to connect, until ``patience`` runs out."""
+    """The pool's checkout of a connection that answers, tried again (pauses doubling from
+    the first of ``CHECKOUT_PAUSES`` to the last) while it fails, until ``patience`` runs
+    out. A pooled connection that does not answer (PostgreSQL restarted, its backend was
+    terminated, a proxy cut it) is discarded, and the next try connects anew."""
     refused = (OSError, engine.dialect.loaded_dbapi.Error)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     pause, longest = CHECKOUT_PAUSES
+    discarded = 0
     while True:
         try:
             pooled: PoolProxiedConnection = await greenlet_spawn(engine.sync_engine.pool.connect)
-            return pooled
         except refused:
             if loop.time() + pause > deadline:
                 raise
+        else:
+            try:
+                await _ping(pooled)
+                return pooled
+            except BaseException as failure:  # cancelled too: the connection is not kept
+                await greenlet_spawn(pooled.invalidate)
+                await greenlet_spawn(pooled.close)
+                # Whatever the ping met (a socket reset or closed, the server's "terminating
+                # connection", asyncpg's state left by an operation cut short), this
+                # connection is done with; another is tried.
+                if not isinstance(failure, Exception):
+                    raise
+                discarded += 1
+                if discarded <= DISCARDS or loop.time() < deadline:
+                    continue  # at once: the next one may answer, or a refusal pauses above
+                raise
         await asyncio.sleep(pause)
         pause = min(longest, pause * 2)
+
+
+async def _ping(pooled: PoolProxiedConnection) -> None:
+    """One round trip, a statement outside any transaction (simple protocol, nothing
+    prepared: any pooler takes it), where the pool's pre-ping, on asyncpg, takes three
+    (BEGIN, an empty statement, ROLLBACK)."""
+    driver = pooled.driver_connection
+    if driver is None or driver.is_closed():
+        raise asyncpg.InterfaceError("the pooled connection is closed")
+    await driver.execute("SELECT 1")

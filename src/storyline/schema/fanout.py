@@ -102,6 +102,15 @@ def live_field(document: DocumentNode, operation_name: str | None) -> FieldNode 
 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
+class Shape:
+    """The variables of a document's operation that shape its payloads (see ``selection``):
+    found once per document and operation, not once per watcher, for as long as a
+    selection of it is watched."""
+
+    variables: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Selection:
     """A document's operation with its variables: all that shapes a payload. Watchers that
     ask the same share one (see ``selection``), and an event keeps its rendering under it
@@ -112,6 +121,7 @@ class Selection:
     document: DocumentNode
     executor: Executor[Any]  # built without a root value or any watcher's context
     field: LiveField
+    shape: Shape  # kept for SHAPES while the selection is watched
 
     async def render(self, schema: strawberry.Schema, event: Event) -> str:
         """The ``payload`` of a next message for this event; once per event and selection."""
@@ -130,10 +140,11 @@ class Selection:
 
 
 # The selections being watched, by schema, query text, operation name and the variables
-# that shape a payload.
+# that shape a payload; and the shapes of their documents, by the first three.
 SELECTIONS: WeakValueDictionary[tuple[object, str, str | None, str], Selection] = (
     WeakValueDictionary()
 )
+SHAPES: WeakValueDictionary[tuple[object, str, str | None], Shape] = WeakValueDictionary()
 
 
 def selection(
@@ -152,12 +163,17 @@ def selection(
     it) chooses the events, not their payload: it is left out of the key, so the watchers
     of every project with one document share one selection. (The query text names the
     root field, so one key never serves two fields.)"""
-    shaping = _variables_below(document, root)
+    of_document = (schema, query, operation_name)
+    shape = SHAPES.get(of_document)
+    if shape is None:
+        shape = SHAPES[of_document] = Shape(frozenset(_variables_below(document, root)))
+    shaping = shape.variables
     given = {name: value for name, value in (variables or {}).items() if name in shaping}
-    key = (schema, query, operation_name, json.dumps(given, sort_keys=True))
+    key = (*of_document, json.dumps(given, sort_keys=True))
     found = SELECTIONS.get(key)
     if found is None:
-        found = SELECTIONS[key] = Selection(query, document, executor, LIVE[root.name.value])
+        field = LIVE[root.name.value]
+        found = SELECTIONS[key] = Selection(query, document, executor, field, shape)
     return found
 
 

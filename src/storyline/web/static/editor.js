@@ -237,6 +237,7 @@ const state = {
   entryId: -1n, // the ledger entry the balance shown is after
   refunds: new Set(), // ids of projects a REFUND entry was seen for
   refundCheck: null,
+  priceAsked: 0, // which price question was asked last: only its answer is shown
 };
 
 const els = {
@@ -279,16 +280,20 @@ function showPrice(price) {
 }
 
 async function refreshPrice() {
+  const asked = ++state.priceAsked;
   const data = await accountQuery("Price", { quality: els.quality.value });
-  if (data) showPrice(data.price);
+  // An answer that comes after a newer question's (another quality picked meanwhile)
+  // would put the old quality's price beside the new one.
+  if (data && asked === state.priceAsked) showPrice(data.price);
 }
 
 /** On opening: the price, the recent projects (the feed brings only live ones) and which
  * of them were refunded. Read once; everything after comes from the feed. */
 async function loadDashboard() {
+  const asked = ++state.priceAsked;
   const data = await accountQuery("Dashboard", { quality: els.quality.value });
   if (!data) return;
-  showPrice(data.price);
+  if (asked === state.priceAsked) showPrice(data.price);
   noteRefunds(data.me.ledger.edges.map((edge) => edge.node));
   for (const { node } of data.projects.edges) upsert(node);
 }
