@@ -137,11 +137,16 @@ def app_from_environment() -> Starlette:
     )
     # A process-wide policy, so here rather than in create_app (tests build many apps in
     # one process): what start-up built (modules, schema, statements) lives as long as the
-    # process; out of the collector's way, and with collections rarer, full collections stay
-    # short under load (the bench's numbers are in commit 5cf2c86).
+    # process, out of the collector's way. The young generations are sized for what an
+    # instance holds: every object a new connection or subscription keeps survives them,
+    # and a collection of the middle one scans all that came since the last (up to the
+    # first threshold times the second), stalling every request and delivery meanwhile. A
+    # few thousand connections opened at once made that a 200 ms stall at (20000, 20);
+    # (10000, 5) bounds it to 50,000 objects, with gen-0 collections still rare enough for
+    # generateStory (docs/benchmarks-patches.md).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(10_000, 5, 10)
     return app
 
 
