@@ -98,9 +98,10 @@ async def _checkout(engine: AsyncEngine, patience: float) -> PoolProxiedConnecti
                 if not isinstance(failure, Exception):
                     raise
                 discarded += 1
-                if discarded <= DISCARDS or loop.time() < deadline:
-                    continue  # at once: the next one may answer, or a refusal pauses above
-                raise
+                if discarded <= DISCARDS:
+                    continue  # at once: the next pooled one, or a new one, may answer
+                if loop.time() + pause > deadline:
+                    raise
         await asyncio.sleep(pause)
         pause = min(longest, pause * 2)
 

@@ -7,7 +7,8 @@ raise their refusals with); tests/compat/test_strawberry.py pins each behaviour 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from contextlib import suppress
 from typing import Any, TypeVar, cast
 
 import strawberry
@@ -169,6 +170,37 @@ class GraphQLView(GraphQL[ContextT, RootValueT]):
     """
 
 
+class InitWait:
+    """The wait for a socket's connection_init, for both subprotocols' handlers: a timer
+    that, once ``delay`` seconds pass without ``stop``, runs ``close`` in a task of its
+    own; ``end`` (at the socket's end) stops the timer and that task."""
+
+    __slots__ = ("_closing", "_timer")
+
+    def __init__(self, delay: float, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._closing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            delay, self._expire, close
+        )
+
+    def _expire(self, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._timer = None
+        self._closing = asyncio.create_task(close())
+
+    def stop(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    async def end(self) -> None:
+        self.stop()
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            closing.cancel()
+            with suppress(asyncio.CancelledError):
+                await closing
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
     """strawberry's graphql-transport-ws handler (the view's
     ``graphql_transport_ws_handler_class``), with what its subclasses rely on:
@@ -186,11 +218,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
       reason=)`` closes the socket with that code and reason;
     - the wait for connection_init starts in ``on_request_accepted`` (once the socket is
       accepted), as a task in ``connection_init_timeout_task`` that ``shutdown`` (at the
-      socket's end) cancels and awaits; here it is a timer instead, which makes that task
-      only when the wait is over with no connection_init.
+      socket's end) cancels and awaits; here it is an ``InitWait`` instead, a timer that
+      makes a task only when the wait is over, ended in ``shutdown`` before strawberry's.
     """
 
-    _init_timer: asyncio.TimerHandle | None = None
+    _init_wait: InitWait | None = None
 
     def server_websocket(self) -> WebSocket:
         """starlette's WebSocket under strawberry's ASGI adapter (``websocket.ws``)."""
@@ -201,33 +233,26 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[ContextT, RootValueT]):
         # (handle_connection_init_timeout), which every socket keeps, with its frame and its
         # future, for the whole wait: a timer is one handle, gone at the init.
         delay = self.connection_init_wait_timeout.total_seconds()
-        self._init_timer = asyncio.get_running_loop().call_later(delay, self._init_timed_out)
-
-    def _init_timed_out(self) -> None:
-        self._init_timer = None
-        if not self.connection_init_received:
-            # Where strawberry's shutdown cancels and awaits it.
-            self.connection_init_timeout_task = asyncio.create_task(self._close_timed_out())
+        self._init_wait = InitWait(delay, self._close_timed_out)
 
     async def _close_timed_out(self) -> None:
         # What strawberry's handle_connection_init_timeout does once its sleep is over.
+        if self.connection_init_received:
+            return
         self.connection_timed_out = True
         try:
             await self.websocket.close(code=4408, reason="Connection initialisation timeout")
         except Exception as error:  # as strawberry does: logged, not raised
             await self.handle_task_exception(error)
 
-    def _stop_init_timer(self) -> None:
-        timer, self._init_timer = self._init_timer, None
-        if timer is not None:
-            timer.cancel()
-
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        self._stop_init_timer()
+        if self._init_wait is not None:
+            self._init_wait.stop()
         await super().handle_connection_init(message)
 
     async def shutdown(self) -> None:
-        self._stop_init_timer()
+        if self._init_wait is not None:
+            await self._init_wait.end()
         await super().shutdown()
 
 

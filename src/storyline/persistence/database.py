@@ -22,7 +22,6 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
@@ -115,9 +114,6 @@ class Unreachable(Exception):
     """The database did not answer."""
 
 
-_SELECT_1 = DriverStatement.of(text("SELECT 1"))
-
-
 class Database:
     """The engine's pool, and the two ways into it."""
 
@@ -159,9 +155,10 @@ class Database:
             self.engine.dialect.loaded_dbapi.Error,
         )
         try:
-            # Unlike a request, a probe does not wait for the database to take connections.
-            async with pooled_driver_connection(self.engine) as driver:
-                await Transaction(driver).fetchval(_SELECT_1)
+            # The checkout's own ping (one SELECT 1) is the probe; unlike a request, a probe
+            # does not wait for the database to take connections.
+            async with pooled_driver_connection(self.engine):
+                pass
         except away as error:
             raise Unreachable(str(error)) from error
 

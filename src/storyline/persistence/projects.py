@@ -133,13 +133,6 @@ async def find(
     return None if row is None else record_of(row)
 
 
-async def lock(
-    tx: Transaction, *, project_id: uuid.UUID | None, external_id: str | None
-) -> ProjectRecord | None:
-    """The project named by exactly one of the two ids, locked FOR UPDATE."""
-    return await find(tx, project_id=project_id, external_id=external_id, locked=True)
-
-
 async def apply_change(
     tx: Transaction, *, project: ProjectRecord, change: Change
 ) -> ProjectRecord | None:

@@ -28,7 +28,6 @@ operation id, BAD_USER_INPUT, as they answer a document that does not validate.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, cast
 
@@ -48,7 +47,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     StartMessage,
 )
 
-from storyline.compat.strawberry import LegacyWSHandler, TransportWSHandler
+from storyline.compat.strawberry import InitWait, LegacyWSHandler, TransportWSHandler
 from storyline.domain.errors import Unauthenticated
 from storyline.schema.context import Context
 from storyline.schema.persisted import Refused
@@ -153,27 +152,15 @@ class LegacyWS(LegacyWSHandler[Context, None]):
     """Legacy graphql-ws: one connection_init, in time; each message's shape checked."""
 
     init_received = False
-    init_timer: asyncio.TimerHandle | None = None
-    init_closing: asyncio.Task[None] | None = None
 
     async def handle(self) -> None:
-        # A timer, not a task asleep for the whole wait: a socket keeps one handle until
-        # its connection_init (TransportWSHandler does the same for graphql-transport-ws).
+        # A timer, not a task asleep for the whole wait (as for graphql-transport-ws).
         delay = self.view.connection_init_wait_timeout.total_seconds()
-        self.init_timer = asyncio.get_running_loop().call_later(delay, self.init_timed_out)
+        self.init_wait = InitWait(delay, self.close_uninitialised)
         try:
             await super().handle()  # its end cancels the keep-alive and every operation
         finally:
-            self.init_timer.cancel()
-            closing = self.init_closing
-            if closing is not None:
-                closing.cancel()
-                with suppress(asyncio.CancelledError):
-                    await closing
-
-    def init_timed_out(self) -> None:
-        if not self.init_received:
-            self.init_closing = asyncio.create_task(self.close_uninitialised())
+            await self.init_wait.end()
 
     async def close_uninitialised(self) -> None:
         # The client may have left, or been refused, meanwhile: then there is nothing to close.
@@ -209,8 +196,7 @@ class LegacyWS(LegacyWSHandler[Context, None]):
             await self.refuse("Too many initialisation requests", TOO_MANY_INITS)
             return
         self.init_received = True
-        if self.init_timer is not None:
-            self.init_timer.cancel()
+        self.init_wait.stop()
         payload = message.get("payload")
         if payload is not None and not isinstance(payload, dict):
             await self.refuse("The connection_init payload must be an object", PROTOCOL_ERROR)

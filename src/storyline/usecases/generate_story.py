@@ -139,7 +139,7 @@ async def _fail(services: Services, project: ProjectRecord, reason: str) -> Proj
     """FAILED + REFUND after a definite refusal, unless a report already ended the project."""
     message = f"The video service did not take the job: {reason}."
     async with services.database.transaction() as tx:
-        locked = await projects.lock(tx, project_id=project.id, external_id=None)
+        locked = await projects.find(tx, project_id=project.id, external_id=None, locked=True)
         assert locked is not None
         if Status(locked.status).terminal:
             return locked
