@@ -19,6 +19,7 @@ PLOT = "benchmark-hot-fanout.png"
 PROFILE_HOT = "profile-hot-fanout.txt"
 PROFILE_GENERATE = "profile-generate.txt"
 PROFILE_ACCOUNT = "profile-account.txt"
+PROFILE_STORM = "profile-storm.txt"
 LABELS = {
     "storyline": "Storyline",
     "naive": "naive (bench/naive)",
@@ -233,6 +234,9 @@ def write_report(document: dict[str, Any], out: Path) -> None:
     if results.systems("storm"):
         add(f"\n## Reconnect storm: {sizes['storm_watchers']:,} watchers, one instance killed\n\n")
         add(cluster_report.storm_section(results, sizes))
+        add("\n### Where Storyline's time goes while watchers subscribe\n\n")
+        during = "a separate pass of the storm's watchers"
+        add(profile_section(out / PROFILE_STORM, during, "storm"))
     if results.systems("ceiling"):
         add("\n## The ceiling of one PostgreSQL: three instances, updateStatus rising\n\n")
         add(cluster_report.ceiling_section(results, sizes))

@@ -34,7 +34,7 @@ from bench.harness import (
     wait_ready,
 )
 from bench.httpclient import Connection
-from bench.report import PROFILE_ACCOUNT, PROFILE_GENERATE, PROFILE_HOT
+from bench.report import PROFILE_ACCOUNT, PROFILE_GENERATE, PROFILE_HOT, PROFILE_STORM
 
 CACHE = ROOT / "bench" / ".cache"
 STORYLINE = Path(PYTHON).parent / "storyline"  # the console script, as operators run it
@@ -1116,6 +1116,31 @@ class Bench:
             f"server CPU {cpu['cpu_server']:.2f} cores",
         )
 
+    async def profile_storm(self) -> None:
+        """Storyline under pyinstrument while the storm's watchers subscribe to one instance:
+        what a subscription costs from the handshake to its first event (not in the tables)."""
+        if self.profile_dir is None:
+            return
+        watchers = self.wide_watchers["storyline"][: self.sizes.storm_watchers]
+        raw = self.work / "profile-storm.txt"
+        async with (
+            self.server("storyline", profile=raw) as server,
+            self.load_processes() as workers,
+        ):
+            assert server.child is not None
+            server.child.signal(signal.SIGUSR1)
+            answer = await self.connect(server, workers, watchers)
+            server.child.signal(signal.SIGUSR2)
+            await self.await_report(raw)
+        self.write_profile(
+            raw,
+            PROFILE_STORM,
+            f"Storyline (code {self.code}) while {len(watchers)} watchers open a connection "
+            f"and a projectStatus subscription each, up to {self.sizes.connect_concurrency} "
+            f"handshakes in flight per load process.\n"
+            f"Under the profiler: {answer['ready']} ready in {answer['seconds']:.2f} s",
+        )
+
     @staticmethod
     async def await_report(raw: Path) -> None:
         for _ in range(300):  # the report is written on SIGUSR2; give it a minute
@@ -1162,6 +1187,9 @@ class Bench:
         if "generate" in self.scenarios and (self.only is None or "storyline" in self.only):
             log("profiling Storyline during generateStory")
             await self.profile_generate()
+        if "storm" in self.scenarios and (self.only is None or "storyline" in self.only):
+            log("profiling Storyline while watchers subscribe")
+            await self.profile_storm()
 
     def sizes_dict(self) -> dict[str, Any]:
         return asdict(self.sizes)

@@ -19,6 +19,7 @@ from storyline.persistence.listener import PostgresListener
 from storyline.services import Background, Services
 from storyline.upstream.client import VideoService
 from storyline.upstream.simulator import Simulator
+from storyline.usecases import subscriptions
 
 if TYPE_CHECKING:
     from storyline.telemetry.tracing import Tracing
@@ -73,6 +74,7 @@ def lifespan(
                 broadcast=broadcast,
                 metrics=metrics,
                 background=background,
+                project_rows=subscriptions.project_rows(database),
             )
             sweeper = asyncio.create_task(
                 run_sweeper(app.state.services, interval=settings.sweep_interval),

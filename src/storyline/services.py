@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -10,7 +11,9 @@ from typing import Any, TypeVar
 from storyline.config import Settings
 from storyline.live.hub import ProjectBroadcast
 from storyline.metrics import Metrics
+from storyline.persistence.batches import Batched
 from storyline.persistence.database import Database
+from storyline.persistence.projects import ProjectRecord
 from storyline.upstream.client import VideoService
 
 T = TypeVar("T")
@@ -43,3 +46,5 @@ class Services:
     broadcast: ProjectBroadcast
     metrics: Metrics
     background: Background
+    # Project rows by id, read together when many watchers ask at once (a reconnect storm).
+    project_rows: Batched[uuid.UUID, ProjectRecord]

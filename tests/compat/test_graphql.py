@@ -15,6 +15,7 @@ from graphql import (
     ExecutionResult,
     Executor,
     FieldNode,
+    GraphQLObjectType,
     GraphQLResolveInfo,
     OperationDefinitionNode,
     build_schema,
@@ -24,7 +25,13 @@ from graphql import (
 )
 from graphql.pyutils import gather_with_cancel
 
-from storyline.compat.graphql import per_event_executor, weak_async_helpers
+from storyline.compat.graphql import (
+    fields_below,
+    first_node,
+    per_event_executor,
+    root_fields,
+    weak_async_helpers,
+)
 from storyline.schema.execution import AcyclicExecutionContext
 
 SCHEMA = build_schema(
@@ -181,3 +188,57 @@ def test_strawberrys_path_gives_each_event_a_memo_of_its_own() -> None:
         return executor.build_per_event_executor(payload)
 
     assert rendered_events(built_in, AcyclicExecutionContext) == 0
+
+
+POINTS = build_schema(
+    """
+    type Query { seen: Boolean }
+    type Point { x: Int, y: Int, next: Point }
+    type Subscription { moved: Point }
+    """
+)
+
+
+def nested_executor(document: str, variables: dict[str, Any] | None = None) -> Executor[Any]:
+    built = Executor.build(POINTS, parse(document), None, None, variables)
+    assert isinstance(built, Executor)
+    return built
+
+
+def test_fields_are_collected_by_response_name_as_the_executor_decides_them() -> None:
+    built = nested_executor(
+        "subscription($far: Boolean!) { at: moved { x ...F y @skip(if: true) "
+        "next @include(if: $far) { y } } } fragment F on Point { x again: x }",
+        {"far": True},
+    )
+    assert POINTS.subscription_type is not None
+    root = root_fields(built, POINTS.subscription_type)
+    assert root is not None
+    assert list(root) == ["at"]
+    assert first_node(root["at"]).name.value == "moved"
+    point = POINTS.get_type("Point")
+    assert isinstance(point, GraphQLObjectType)
+    below = fields_below(built, point, root["at"])
+    assert below is not None
+    assert list(below) == ["x", "again", "next"]
+    assert len(below["x"]) == 2  # the field and the fragment's, one group
+    assert [first_node(group).name.value for group in below.values()] == ["x", "x", "next"]
+
+
+def test_deferred_fields_are_not_collected_as_plain_ones() -> None:
+    schema = build_schema(
+        """
+        directive @defer(label: String, if: Boolean! = true) on FRAGMENT_SPREAD | INLINE_FRAGMENT
+        type Query { seen: Boolean }
+        type Point { x: Int }
+        type Subscription { moved: Point }
+        """
+    )
+    built = Executor.build(schema, parse("subscription { moved { ... @defer { x } } }"))
+    assert isinstance(built, Executor)
+    assert schema.subscription_type is not None
+    root = root_fields(built, schema.subscription_type)
+    assert root is not None
+    point = schema.get_type("Point")
+    assert isinstance(point, GraphQLObjectType)
+    assert fields_below(built, point, root["moved"]) is None

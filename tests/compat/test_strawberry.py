@@ -5,14 +5,22 @@ A new strawberry release is admitted (pyproject.toml's bound) once these pass ag
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from inspect import isawaitable
 from typing import Any
 
 import graphql
 import pytest
 import strawberry
-from graphql import Executor, GraphQLError, GraphQLSchema, parse, specified_rules, validate
+from graphql import (
+    Executor,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLSchema,
+    parse,
+    specified_rules,
+    validate,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.schema import schema as strawberry_schema
 from strawberry.types import ExecutionContext
@@ -26,7 +34,9 @@ from storyline.compat.strawberry import (
     graphql_schema,
     operation_types_allowed,
     provided_operation_name,
+    reads_an_attribute,
     run_execute_hooks,
+    yields_the_event,
 )
 from tests.compat.samples import SCHEMA, Query, Subscription
 
@@ -171,3 +181,47 @@ def test_the_execute_hooks_run_once_with_strawberry_s_execution_context() -> Non
         allowed=(OperationType.SUBSCRIPTION,),
     )
     assert seen == [("S", query, "ctx", {"v": 1})]
+
+
+@strawberry.type
+class Plain:
+    name: str
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.name.upper()
+
+
+@strawberry.type
+class PlainQuery:
+    plain: Plain
+
+
+@strawberry.type
+class PlainSubscription:
+    @strawberry.subscription
+    async def plains(self) -> AsyncGenerator[Plain, None]:
+        yield Plain(name="a")
+
+
+def test_a_field_without_a_resolver_is_read_off_its_source_whatever_info_it_is_given() -> None:
+    schema = graphql_schema(strawberry.Schema(query=PlainQuery, subscription=PlainSubscription))
+    plain = schema.get_type("Plain")
+    assert isinstance(plain, GraphQLObjectType)
+    assert reads_an_attribute(plain.fields["name"])
+    resolve = plain.fields["name"].resolve
+    assert resolve is not None
+    assert resolve(Plain(name="Ada"), None) == "Ada"
+    assert not reads_an_attribute(plain.fields["shout"])  # a resolver of its own
+
+
+def test_a_subscription_field_resolves_each_event_to_itself() -> None:
+    schema = graphql_schema(strawberry.Schema(query=PlainQuery, subscription=PlainSubscription))
+    assert schema.subscription_type is not None
+    assert schema.query_type is not None
+    field = schema.subscription_type.fields["plains"]
+    assert yields_the_event(field)
+    event = Plain(name="b")
+    assert field.resolve is not None
+    assert field.resolve(event, None) is event
+    assert not yields_the_event(schema.query_type.fields["plain"])

@@ -9,8 +9,18 @@ import weakref
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from graphql import Executor, GraphQLResolveInfoHelpers
+from graphql import Executor, FieldNode, GraphQLObjectType, GraphQLResolveInfoHelpers
+from graphql.execution.collect_fields import (
+    CollectedFields,
+    FieldDetails,
+    collect_fields,
+    collect_subfields,
+)
 from graphql.pyutils import gather_with_cancel
+
+# The field nodes the executor groups under one response name, as collect_fields gives them:
+# what ``fields_below`` takes to collect the fields of their selection sets.
+FieldGroup = list[FieldDetails]
 
 
 def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
@@ -55,3 +65,54 @@ def own_memo(per_event: Executor[Any]) -> Executor[Any]:
     """
     per_event._relevant_sub_fields = {}
     return per_event
+
+
+def root_fields(executor: Executor[Any], root: GraphQLObjectType) -> dict[str, FieldGroup] | None:
+    """The fields of ``executor``'s operation on the ``root`` type, by response name, as the
+    executor collects them for its variables (fragments spread, @include and @skip
+    decided); None when it would defer some or give fragments variables of their own."""
+    return _plain(
+        collect_fields(
+            executor.schema,
+            executor.fragments,
+            executor.variable_values,
+            root,
+            executor.operation,
+        )
+    )
+
+
+def fields_below(
+    executor: Executor[Any], type_: GraphQLObjectType, group: FieldGroup
+) -> dict[str, FieldGroup] | None:
+    """The fields of ``group``'s selection sets on an object of ``type_``, as the executor
+    collects them (``collect_subfields``); None as for ``root_fields``."""
+    return _plain(
+        collect_subfields(
+            executor.schema,
+            executor.fragments,
+            executor.variable_values,
+            executor.operation,
+            type_,
+            group,
+        )
+    )
+
+
+def first_node(group: FieldGroup) -> FieldNode:
+    """The field node the executor reads a group's name and arguments from."""
+    return group[0].node
+
+
+def _plain(collected: CollectedFields) -> dict[str, FieldGroup] | None:
+    if (
+        collected.new_defer_usages
+        or collected.forbidden_directive_instances
+        or any(
+            details.defer_usage is not None or details.fragment_variable_values is not None
+            for group in collected.grouped_field_set.values()
+            for details in group
+        )
+    ):
+        return None
+    return dict(collected.grouped_field_set)

@@ -13,7 +13,14 @@ from typing import Any, TypeVar, cast
 
 import strawberry
 from cross_web import HTTPException
-from graphql import ASTValidationRule, DocumentNode, Executor, GraphQLError, GraphQLSchema
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    Executor,
+    GraphQLError,
+    GraphQLField,
+    GraphQLSchema,
+)
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -22,6 +29,7 @@ from strawberry.schema.schema import (
     DEFAULT_ALLOWED_OPERATION_TYPES,
     StrawberryGraphQLCoreExecutionContext,
 )
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -73,6 +81,23 @@ SubscribeOperation = Operation
 def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
     """The graphql-core schema strawberry built and executes against (``schema._schema``)."""
     return schema._schema
+
+
+def reads_an_attribute(field: GraphQLField) -> bool:
+    """Whether strawberry resolves ``field`` by reading it off its source, ignoring the info
+    and arguments it is called with: a field with no resolver, extensions or exception
+    handlers of its own, whose resolve strawberry marks ``_is_default``
+    (GraphQLCoreConverter.from_resolver's ``_get_basic_result``)."""
+    return getattr(field.resolve, "_is_default", False) is True
+
+
+def yields_the_event(field: GraphQLField) -> bool:
+    """Whether ``field`` is a strawberry subscription field, whose resolve hands each event
+    on as the field's value (GraphQLCoreConverter.from_field)."""
+    definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    return isinstance(definition, strawberry.types.field.StrawberryField) and (
+        definition.is_subscription
+    )
 
 
 def provided_operation_name(context: ExecutionContext) -> str | None:

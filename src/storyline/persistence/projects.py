@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from sqlalchemy import DateTime, Integer, Uuid, bindparam, case, func, select, tuple_, update
+from sqlalchemy import DateTime, Integer, Uuid, any_, bindparam, case, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from storyline.domain.lifecycle import Change, Status
 from storyline.persistence.database import DriverStatement, Transaction, mapper
@@ -58,6 +59,9 @@ class NewProject:
 
 
 _GET = DriverStatement.of(select(projects).where(projects.c.id == bindparam("project_id")))
+_GET_MANY = DriverStatement.of(
+    select(projects).where(projects.c.id == any_(bindparam("project_ids", type_=ARRAY(Uuid))))
+)
 _BY_KEY = DriverStatement.of(
     select(projects).where(
         projects.c.user_id == bindparam("user_id"), projects.c.idempotency_key == bindparam("key")
@@ -68,6 +72,14 @@ _BY_KEY = DriverStatement.of(
 async def get(tx: Transaction, *, project_id: uuid.UUID) -> ProjectRecord | None:
     row = await tx.fetchrow(_GET, {"project_id": project_id})
     return None if row is None else record_of(row)
+
+
+async def get_many(
+    tx: Transaction, *, project_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, ProjectRecord]:
+    """The projects of these ids that exist, by id."""
+    rows = await tx.fetch(_GET_MANY, {"project_ids": project_ids})
+    return {record.id: record for record in map(record_of, rows)}
 
 
 async def find_by_idempotency_key(

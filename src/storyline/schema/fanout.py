@@ -5,10 +5,11 @@ with a thousand watchers of one project that is a thousand identical executions 
 encodings per change. This handler serves ``projectStatus`` and ``accountChanges``
 subscriptions itself (``LIVE``): the
 document is checked by the schema's DocumentGuard, as on the ordinary path, each event is
-executed by graphql-core against that document once per distinct (document, operation,
-variables), and the same text goes to every watcher that asked for it. Anything else,
-including every document that is not valid, takes strawberry's ordinary path.
-tests/test_fanout_equivalence.py holds both paths equal.
+rendered once per distinct (document, operation, variables), by the selection's plan
+(schema/plans.py) or else by graphql-core's execution against that document, and the same
+text goes to every watcher that asked for it. Anything else, including every document
+that is not valid, takes strawberry's ordinary path. tests/test_fanout_equivalence.py
+holds both paths equal, tests/test_plans.py a plan and the execution it stands for.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from graphql import (
     execute_subscription_event,
     get_argument_values,
     get_operation_ast,
+    get_variable_values,
     visit,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMessage
@@ -53,6 +55,7 @@ from storyline.compat.strawberry import (
 from storyline.live.events import AccountEvent
 from storyline.schema.context import Context
 from storyline.schema.errors import for_client
+from storyline.schema.plans import Plan, plan
 from storyline.schema.roots import StorylineSchema
 from storyline.schema.subprotocols import TransportWS
 from storyline.schema.types import ProjectStatusEvent, account_change
@@ -122,42 +125,46 @@ class Selection:
     executor: Executor[Any]  # built without a root value or any watcher's context
     field: LiveField
     shape: Shape  # kept for SHAPES while the selection is watched
+    plan: Plan | None  # how its payloads are built without the executor, where they can be
 
     async def render(self, schema: strawberry.Schema, event: Event) -> str:
         """The ``payload`` of a next message for this event; once per event and selection."""
         cached = event.rendered.get(self)
         if cached is None:
-            # The event as the field's resolver yields it, executed as graphql-core
-            # executes each event of a subscription.
-            per_event = per_event_executor(self.executor, self.field.shown(event))
-            result = execute_subscription_event(per_event)
-            if isawaitable(result):
-                result = await result
-            sent = payload(schema, result)
-            cached = json.dumps(sent, separators=(",", ":"))
+            # The event as the field's resolver yields it, built by the selection's plan
+            # or else executed as graphql-core executes each event of a subscription.
+            shown = self.field.shown(event)
+            cached = None if self.plan is None else self.plan.payload(shown)
+            if cached is None:
+                cached = await self.executed(schema, shown)
             event.rendered[self] = cached
         return cached
+
+    async def executed(self, schema: strawberry.Schema, shown: object) -> str:
+        """The payload of graphql-core's execution of an event (``plan``'s must be equal)."""
+        result = execute_subscription_event(per_event_executor(self.executor, shown))
+        if isawaitable(result):
+            result = await result
+        return json.dumps(payload(schema, result), separators=(",", ":"))
 
 
 # The selections being watched, by schema, query text, operation name and the variables
 # that shape a payload; and the shapes of their documents, by the first three.
-SELECTIONS: WeakValueDictionary[tuple[object, str, str | None, str], Selection] = (
-    WeakValueDictionary()
-)
+SelectionKey = tuple[object, str, str | None, str]
+SELECTIONS: WeakValueDictionary[SelectionKey, Selection] = WeakValueDictionary()
 SHAPES: WeakValueDictionary[tuple[object, str, str | None], Shape] = WeakValueDictionary()
 
 
-def selection(
+def selection_key(
     schema: strawberry.Schema,
     query: str,
     document: DocumentNode,
     root: FieldNode,
     operation_name: str | None,
     variables: dict[str, Any] | None,
-    executor: Executor[Any],
-) -> Selection:
-    """The shared selection for a validated document and its variables (``executor``: built
-    for them, kept if this is the first watcher of the selection).
+) -> tuple[SelectionKey, Shape]:
+    """The key of the shared selection for a validated document and its variables in
+    SELECTIONS, and the document's shape.
 
     A variable used only in the root field's arguments (the project id, as editors write
     it) chooses the events, not their payload: it is left out of the key, so the watchers
@@ -169,12 +176,7 @@ def selection(
         shape = SHAPES[of_document] = Shape(frozenset(_variables_below(document, root)))
     shaping = shape.variables
     given = {name: value for name, value in (variables or {}).items() if name in shaping}
-    key = (*of_document, json.dumps(given, sort_keys=True))
-    found = SELECTIONS.get(key)
-    if found is None:
-        field = LIVE[root.name.value]
-        found = SELECTIONS[key] = Selection(query, document, executor, field, shape)
-    return found
+    return (*of_document, json.dumps(given, sort_keys=True)), shape
 
 
 def _variables_below(document: DocumentNode, root: FieldNode) -> set[str]:
@@ -269,18 +271,36 @@ class FanoutTransportWS(TransportWS):
         if document is None or root is None:
             return None
         schema = self.storyline_schema
-        executor = build_executor(schema, document, None, variables, name)
-        if isinstance(executor, list):
+        key, shape = selection_key(schema, query, document, root, name, variables)
+        watched = SELECTIONS.get(key)
+        # A selection's first watcher builds its executor; the others only have their
+        # variables coerced, as building one would (the document's operation and fragments
+        # passed then): the executor is 30 µs of a subscription that a storm opens by the
+        # thousand.
+        executor: Executor[Any] | list[GraphQLError]
+        if watched is None:
+            executor = build_executor(schema, document, None, variables, name)
+            coerced = executor if isinstance(executor, list) else executor.variable_values
+        else:
+            executor = watched.executor
+            coerced = get_variable_values(
+                graphql_schema(schema),
+                executor.operation.variable_definitions or (),
+                variables or {},
+            )
+        if isinstance(coerced, list):
             return None  # variables that do not coerce: strawberry reports them
         subscription = graphql_schema(schema).subscription_type
         assert subscription is not None  # the document validated against it
         try:
-            arguments = get_argument_values(
-                subscription.fields[root.name.value], root, executor.variable_values
-            )
+            arguments = get_argument_values(subscription.fields[root.name.value], root, coerced)
         except GraphQLError:
             return None
-        watched = selection(schema, query, document, root, name, variables, executor)
+        if watched is None:
+            assert not isinstance(executor, list)
+            field = LIVE[root.name.value]
+            watched = Selection(query, document, executor, field, shape, plan(executor))
+            SELECTIONS[key] = watched
         return watched, arguments
 
     def checked(self, query: str) -> DocumentNode | None:

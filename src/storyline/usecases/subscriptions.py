@@ -9,6 +9,8 @@ from storyline.auth import Principal
 from storyline.domain.errors import NotFound, Unauthenticated
 from storyline.live.events import ProjectEvent
 from storyline.persistence import projects
+from storyline.persistence.batches import Batched
+from storyline.persistence.database import Database
 from storyline.persistence.projects import ProjectRecord
 from storyline.services import Services
 from storyline.usecases.access import can_see
@@ -79,5 +81,14 @@ def _version(event: ProjectEvent) -> int:
 
 
 async def _read(services: Services, key: uuid.UUID) -> ProjectRecord | None:
-    async with services.database.autocommit() as tx:
-        return await projects.get(tx, project_id=key)
+    return await services.project_rows.get(key)
+
+
+def project_rows(database: Database) -> Batched[uuid.UUID, ProjectRecord]:
+    """What ``Services.project_rows`` reads with: the projects of many ids in one statement."""
+
+    async def read(keys: list[uuid.UUID]) -> dict[uuid.UUID, ProjectRecord]:
+        async with database.autocommit() as tx:
+            return await projects.get_many(tx, project_ids=keys)
+
+    return Batched(read)
