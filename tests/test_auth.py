@@ -15,7 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storyline.auth import Role, _plain_hs256, issue_token
+from storyline.auth import Role, _plain_hs256, authenticate, issue_token
+from storyline.domain.errors import Unauthenticated
 from tests.support import JWT_SECRET, Api, books, new_user, row_counts, token
 
 ME = "{ me { balance } }"
@@ -287,3 +288,9 @@ def test_tokens_storyline_issues_are_read_without_pyjwt() -> None:
             claims = _plain_hs256(JWT_SECRET, issued)
             assert claims is not None
             assert claims == jwt.decode(issued, JWT_SECRET, algorithms=["HS256"])
+
+
+def test_a_token_no_encoding_can_carry_is_unauthenticated() -> None:
+    # A connection_init payload is JSON, which can spell a lone surrogate.
+    with pytest.raises(Unauthenticated, match="not valid"):
+        authenticate(JWT_SECRET, "Bearer e30\udc80.e30.e30")

@@ -137,3 +137,53 @@ async def test_a_failed_read_fails_its_callers_only_and_the_next_read_is_tried(
         )
     finally:
         await away.dispose()
+
+
+async def test_a_caller_gone_before_its_read_leaves_its_key_out(
+    held: tuple[Counted, Batched[uuid.UUID, ProjectRecord]], projects: list[uuid.UUID]
+) -> None:
+    counted, rows = held
+    first = asyncio.create_task(rows.get(projects[0]))
+    await counted.started.wait()
+    gone = asyncio.create_task(rows.get(projects[1]))  # waits for the next read
+    kept = asyncio.create_task(rows.get(projects[0]))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    counted.release.set()
+
+    assert (await first) is not None
+    assert (await kept) is not None
+    assert counted.reads == [[projects[0]], [projects[0]]]
+
+
+async def test_a_read_that_hangs_fails_its_callers_and_the_next_ones_are_read(
+    database: Database, projects: list[uuid.UUID]
+) -> None:
+    counted = Counted(database)
+    counted.release.clear()
+    rows = Batched(counted.read, timeout=0.2)
+    stuck = asyncio.create_task(rows.get(projects[0]))
+    await counted.started.wait()
+    later = asyncio.create_task(rows.get(projects[1]))
+    with pytest.raises(TimeoutError):
+        await stuck
+    counted.release.set()  # too late for the first read, which was given up
+
+    row = await asyncio.wait_for(later, 5)
+    assert row is not None
+    assert row.id == projects[1]
+
+
+async def test_closed_reads_end_the_one_under_way_and_take_no_more_keys(
+    held: tuple[Counted, Batched[uuid.UUID, ProjectRecord]], projects: list[uuid.UUID]
+) -> None:
+    counted, rows = held
+    waiting = asyncio.create_task(rows.get(projects[0]))
+    await counted.started.wait()
+
+    await rows.aclose()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(RuntimeError, match="closed"):
+        await rows.get(projects[1])

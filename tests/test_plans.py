@@ -123,3 +123,30 @@ def test_a_union_gets_no_plan_and_is_left_to_the_executor() -> None:
     selection = selection_of(subscription)
     assert selection is not None
     assert selection.plan is None
+
+
+def test_a_directive_s_variable_given_null_is_left_to_the_executor_s_error() -> None:
+    subscription = Subscription(
+        "subscription($id: ID!, $b: Boolean = true) "
+        "{ projectStatus(projectId: $id) { status @include(if: $b) } }",
+        {"b": None},
+        None,
+    )
+    selection = selection_of(subscription)
+    assert selection is not None
+    assert selection.plan is None
+    event = ProjectEvent(
+        project_id=str(uuid.uuid4()),
+        user_id="someone",
+        xid=None,
+        status=Status.PENDING,
+        version=1,
+        progress=None,
+        stage=None,
+        error_message=None,
+        result_url=None,
+        truncated=False,
+        updated_at=datetime(2026, 12, 2, tzinfo=UTC),
+    )
+    executed = asyncio.run(selection.executed(SCHEMA, selection.field.shown(event)))
+    assert '"errors":' in executed

@@ -21,7 +21,9 @@ from tests.support import Api, books, new_user, storyline, token
 from tests.support.databases import migrated_database
 from tests.support.fakes import FakeVideoService
 
-TIMEOUT = 0.3
+# Wide enough that generateStory (0.2 s of upstream timeout, more on a loaded CI machine)
+# ends well inside it, before the test's first sweep.
+TIMEOUT = 1.0
 QUIET = 3600.0  # no background sweep during a test unless it asks for one
 
 

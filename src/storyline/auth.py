@@ -74,6 +74,8 @@ def _plain_hs256(secret: str, token: str) -> dict[str, Any] | None:
     tests/test_auth.py holds it to PyJWT's decisions over generated tokens.
     """
     key = _hmac_key(secret)
+    if not token.isascii():
+        return None  # base64url and dots only: not a token of any kind
     parts = token.encode().split(b".")
     if key is None or len(parts) != 3 or not all(BASE64URL.fullmatch(part) for part in parts):
         return None
@@ -164,7 +166,7 @@ def _verified(secret: str, token: str) -> Principal:
             claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("The token has expired.") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, UnicodeError):  # UnicodeError: a lone surrogate, say
         raise Unauthenticated("The token is not valid.") from None
     if not all(_numeric_date(claims[name]) for name in DATE_CLAIMS if name in claims):
         raise Unauthenticated("The token's exp, nbf and iat must be numbers of seconds.")

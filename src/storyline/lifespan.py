@@ -88,6 +88,8 @@ def lifespan(
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)
         finally:
+            if hasattr(app.state, "services"):
+                await app.state.services.project_rows.aclose()
             await broadcast.disconnect()
             if simulator is not None:
                 await simulator.aclose()

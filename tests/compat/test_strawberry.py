@@ -22,6 +22,7 @@ from graphql import (
     validate,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.permission import BasePermission
 from strawberry.schema import schema as strawberry_schema
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
@@ -183,9 +184,17 @@ def test_the_execute_hooks_run_once_with_strawberry_s_execution_context() -> Non
     assert seen == [("S", query, "ctx", {"v": 1})]
 
 
+class Nobody(BasePermission):
+    message = "nobody"
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return False
+
+
 @strawberry.type
 class Plain:
     name: str
+    guarded: str = strawberry.field(default="x", permission_classes=[Nobody])
 
     @strawberry.field
     def shout(self) -> str:
@@ -213,6 +222,7 @@ def test_a_field_without_a_resolver_is_read_off_its_source_whatever_info_it_is_g
     assert resolve is not None
     assert resolve(Plain(name="Ada"), None) == "Ada"
     assert not reads_an_attribute(plain.fields["shout"])  # a resolver of its own
+    assert not reads_an_attribute(plain.fields["guarded"])  # a permission to ask first
 
 
 def test_a_subscription_field_resolves_each_event_to_itself() -> None:

@@ -85,10 +85,14 @@ def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
 
 def reads_an_attribute(field: GraphQLField) -> bool:
     """Whether strawberry resolves ``field`` by reading it off its source, ignoring the info
-    and arguments it is called with: a field with no resolver, extensions or exception
-    handlers of its own, whose resolve strawberry marks ``_is_default``
-    (GraphQLCoreConverter.from_resolver's ``_get_basic_result``)."""
-    return getattr(field.resolve, "_is_default", False) is True
+    and arguments it is called with: a field with no resolver, extensions (permission
+    classes among them) or exception handlers of its own, which strawberry resolves with
+    GraphQLCoreConverter.from_resolver's ``_get_basic_result``. (It marks other resolvers
+    ``_is_default`` too: any without a resolver of the field's own.)"""
+    resolve = field.resolve
+    return getattr(resolve, "__name__", None) == "_get_basic_result" and (
+        getattr(resolve, "_is_default", False) is True
+    )
 
 
 def yields_the_event(field: GraphQLField) -> bool:

@@ -21,6 +21,9 @@ from typing import Generic, TypeVar
 # a statement for ten keys costs PostgreSQL and the instance little more than one for two.
 # A key asked for when no read ran lately is read at once.
 BURST_WINDOW = 0.002
+# Seconds a read may take. Its callers fail then, and the keys asked for meanwhile are
+# read next: one read stuck on a lost connection does not hold every new subscription.
+READ_TIMEOUT = 10.0
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -32,19 +35,28 @@ class Batched(Generic[K, V]):
 
     A key is read after it was asked for: a caller that registered for changes before
     asking sees a state at least as new as any change it missed. A caller cancelled while
-    it waits leaves the others' read alone; a read that fails fails only its own callers.
+    it waits leaves the others' read alone; a read that fails, or takes longer than
+    ``timeout`` seconds, fails only its own callers, and the next read is tried.
     """
 
     def __init__(
-        self, read: Callable[[list[K]], Awaitable[Mapping[K, V]]], *, limit: int = 500
+        self,
+        read: Callable[[list[K]], Awaitable[Mapping[K, V]]],
+        *,
+        limit: int = 500,
+        timeout: float = READ_TIMEOUT,
     ) -> None:
         self._read = read
         self._limit = limit
+        self._timeout = timeout
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._last_read = -math.inf  # when the last read ended (the loop's clock)
+        self._closed = False
 
     async def get(self, key: K) -> V | None:
+        if self._closed:
+            raise RuntimeError("the reads are closed (the instance is shutting down)")
         future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(future)
         if self._reader is None:
@@ -55,14 +67,22 @@ class Batched(Generic[K, V]):
             )
         return await future
 
+    async def aclose(self) -> None:
+        """Refuse new keys, and end the read under way (its callers are cancelled): before
+        the database it reads from is closed."""
+        self._closed = True
+        reader = self._reader
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
     async def _read_all(self) -> None:
         loop = asyncio.get_running_loop()
+        batch: dict[K, list[asyncio.Future[V | None]]] = {}
         try:
             while self._waiting:
-                if (
-                    len(self._waiting) < self._limit
-                    and loop.time() - self._last_read < BURST_WINDOW
-                ):
+                bursting = loop.time() - self._last_read < BURST_WINDOW
+                if bursting and len(self._waiting) < self._limit:
                     await asyncio.sleep(BURST_WINDOW)
                 keys = list(islice(self._waiting, self._limit))
                 batch = {key: self._waiting.pop(key) for key in keys}
@@ -70,30 +90,51 @@ class Batched(Generic[K, V]):
                 if not wanted:
                     continue
                 try:
-                    found = await self._read(wanted)
-                    self._last_read = loop.time()
+                    async with asyncio.timeout(self._timeout):
+                        found = await self._read(wanted)
                 except asyncio.CancelledError:
-                    for futures in batch.values():
-                        for future in futures:
-                            future.cancel()
-                    raise
-                except Exception as error:
-                    for futures in batch.values():
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(error)
+                    if _cancelling():
+                        raise  # the reader itself: shutdown
+                    _fail(batch, RuntimeError("the read was cancelled"))
                     continue
-                for key, futures in batch.items():
-                    value = found.get(key)
-                    for future in futures:
-                        if not future.done():
-                            future.set_result(value)
+                except Exception as error:
+                    _fail(batch, error)  # each caller raises it in turn: one exception, shared
+                    continue
+                finally:
+                    self._last_read = loop.time()
+                _answer(batch, found)
         finally:
             self._reader = None
-            for futures in self._waiting.values():  # only when cancelled (shutdown)
-                for future in futures:
-                    future.cancel()
+            # Only when the reader itself is cancelled (shutdown): nobody will answer these.
+            _cancel(batch)
+            _cancel(self._waiting)
             self._waiting.clear()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _answer(batch: Mapping[K, list[asyncio.Future[V | None]]], found: Mapping[K, V]) -> None:
+    for key, futures in batch.items():
+        value = found.get(key)
+        for future in futures:
+            if not future.done():
+                future.set_result(value)
+
+
+def _fail(batch: Mapping[K, list[asyncio.Future[V | None]]], error: Exception) -> None:
+    for futures in batch.values():
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+
+
+def _cancel(batch: Mapping[K, list[asyncio.Future[V | None]]]) -> None:
+    for futures in batch.values():
+        for future in futures:
+            future.cancel()  # a no-op on those already settled
 
 
 def live(futures: list[asyncio.Future[V | None]]) -> bool:

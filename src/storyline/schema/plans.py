@@ -25,6 +25,7 @@ from typing import Any
 
 from graphql import (
     Executor,
+    GraphQLError,
     GraphQLField,
     GraphQLLeafType,
     GraphQLNonNull,
@@ -70,7 +71,10 @@ def plan(executor: Executor[Any]) -> Plan | None:
     root_type = schema.subscription_type
     if root_type is None:
         return None
-    root = root_fields(executor, root_type)
+    try:
+        root = root_fields(executor, root_type)
+    except GraphQLError:
+        return None  # a directive's variable given null, say: the executor reports it
     if root is None or len(root) != 1:
         return None
     [(key, group)] = root.items()
@@ -121,7 +125,10 @@ def _leaf(type_: GraphQLLeafType) -> Complete:
 def _object(
     executor: Executor[Any], type_: GraphQLObjectType, group: FieldGroup
 ) -> Complete | None:
-    below = fields_below(executor, type_, group)
+    try:
+        below = fields_below(executor, type_, group)
+    except GraphQLError:
+        return None
     if below is None:
         return None
     entries: list[tuple[str, Complete]] = []
