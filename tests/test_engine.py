@@ -6,11 +6,14 @@ says whether the database answers (/readyz, and the wait for the database at sta
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storyline.persistence.database import Database, Unreachable
@@ -173,3 +176,41 @@ async def test_the_ping_says_unreachable_where_no_server_listens() -> None:
             await database.ping()
     finally:
         await database.dispose()
+
+
+async def test_a_connection_lost_as_the_pool_first_connects_is_unreachable_not_a_crash(
+    database_url: str,
+) -> None:
+    """The pool's first connection runs SQLAlchemy's dialect set-up (a query). A backend
+    ended under it (a restart, a proxy cut) failed start-up with SQLAlchemy's DBAPIError,
+    which the ping did not take for the database not answering. It is that, and the next
+    ping connects."""
+    database = Database.open(database_url, pool_size=1)
+    ended: list[int] = []
+
+    def end_backend(dbapi_connection: Any, _record: object) -> None:
+        # A listener is synchronous: the backend is ended from a thread, and waited for.
+        if not ended:
+            ended.append(dbapi_connection.driver_connection.get_server_pid())
+            worker = threading.Thread(
+                target=asyncio.run, args=(terminate_backend(database_url, ended[0]),)
+            )
+            worker.start()
+            worker.join()
+
+    event.listen(database.engine.sync_engine.pool, "first_connect", end_backend, insert=True)
+    try:
+        with pytest.raises(Unreachable):
+            await database.ping()
+        assert ended
+        await database.ping()
+    finally:
+        await database.dispose()
+
+
+async def terminate_backend(database_url: str, pid: int) -> None:
+    control = await asyncpg.connect(database_url)
+    try:
+        await control.fetchval("SELECT pg_terminate_backend($1, 5000)", pid)
+    finally:
+        await control.close()

@@ -16,6 +16,10 @@ from storyline.services import Services
 
 JWT_SECRET = "8inkGnTVezcgASoN6y-wtuFFFEPs4Pkw05njs5rj78d_5zoOCWVlxGqexIf4lJAP"
 UPSTREAM_TOKEN = "upstream-secret-token"  # what Storyline sends to the video service
+# uvicorn closes a keep-alive connection idle for 5 s, and httpx reuses one idle for up to
+# 5 s: a request sent as the server closes it fails with ReadError. The tests' clients let
+# go of idle connections well before the server does.
+LIMITS = httpx.Limits(keepalive_expiry=1.0)
 
 
 def token(subject: str, role: Role = Role.USER, *, ttl: float | None = None) -> str:
@@ -122,7 +126,7 @@ class Api(Client):
 @asynccontextmanager
 async def client(url: str) -> AsyncIterator[Client]:
     """A client of the server at ``url`` (another process, say)."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=LIMITS) as http:
         yield Client(http)
 
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from storyline.app import create_app
 from storyline.config import Settings
 from storyline.server import uvicorn_options
-from tests.support.client import JWT_SECRET, UPSTREAM_TOKEN, Api
+from tests.support.client import JWT_SECRET, LIMITS, UPSTREAM_TOKEN, Api
 
 if TYPE_CHECKING:
     from storyline.telemetry.tracing import Tracing
@@ -74,5 +74,5 @@ async def storyline(database_url: str, **overrides: Any) -> AsyncIterator[Api]:
     self_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = create_app(settings, database_url=database_url, self_url=self_url, tracing=tracing)
     served = serving(app, sock, **uvicorn_options(settings))
-    async with served as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with served as url, httpx.AsyncClient(base_url=url, timeout=30, limits=LIMITS) as http:
         yield Api(http, app)

@@ -19,6 +19,7 @@ from typing import cast
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
@@ -74,7 +75,9 @@ async def _checkout(engine: AsyncEngine, patience: float) -> PoolProxiedConnecti
     the first of ``CHECKOUT_PAUSES`` to the last) while it fails, until ``patience`` runs
     out. A pooled connection that does not answer (PostgreSQL restarted, its backend was
     terminated, a proxy cut it) is discarded, and the next try connects anew."""
-    refused = (OSError, engine.dialect.loaded_dbapi.Error)
+    # DBAPIError: the pool's first connection runs the dialect's set-up queries through the
+    # engine, which wraps what the driver raised (a backend ended under them, say).
+    refused = (OSError, engine.dialect.loaded_dbapi.Error, DBAPIError)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     pause, longest = CHECKOUT_PAUSES

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import asyncpg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
@@ -147,12 +148,14 @@ class Database:
         Unreachable when the database does not answer."""
         # What a connection refused or lost raises: OSError (refused, reset, timed out),
         # asyncpg's errors (a server refusing connections, a connection closed under the
-        # statement), and the pool's DBAPI errors (SQLAlchemy's adaptation of asyncpg's).
+        # statement), and the pool's DBAPI errors (SQLAlchemy's adaptation of asyncpg's,
+        # and its engine's wrapping of them).
         away = (
             OSError,
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
             self.engine.dialect.loaded_dbapi.Error,
+            DBAPIError,  # the same, raised through the engine (the dialect's set-up queries)
         )
         try:
             # The checkout's own ping (one SELECT 1) is the probe; unlike a request, a probe
