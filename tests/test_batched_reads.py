@@ -34,6 +34,14 @@ class Counted:
         async with self.database.autocommit() as tx:
             return await get_many(tx, project_ids=keys)
 
+    async def under_way(
+        self, rows: Batched[uuid.UUID, ProjectRecord], key: uuid.UUID
+    ) -> asyncio.Task[ProjectRecord | None]:
+        """A caller's get of ``key``, once its read has begun (and, held, waits)."""
+        task = asyncio.create_task(rows.get(key))
+        await self.started.wait()
+        return task
+
 
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
@@ -86,8 +94,7 @@ async def test_keys_asked_for_during_a_read_wait_for_the_next_one(
     held: tuple[Counted, Batched[uuid.UUID, ProjectRecord]], projects: list[uuid.UUID]
 ) -> None:
     counted, rows = held
-    first = asyncio.create_task(rows.get(projects[0]))
-    await counted.started.wait()
+    first = await counted.under_way(rows, projects[0])
     # Asked for after the first read began: it must not be answered from that read.
     later = [asyncio.create_task(rows.get(projects[1])) for _ in range(3)]
     await asyncio.sleep(0.05)
@@ -143,8 +150,7 @@ async def test_a_caller_gone_before_its_read_leaves_its_key_out(
     held: tuple[Counted, Batched[uuid.UUID, ProjectRecord]], projects: list[uuid.UUID]
 ) -> None:
     counted, rows = held
-    first = asyncio.create_task(rows.get(projects[0]))
-    await counted.started.wait()
+    first = await counted.under_way(rows, projects[0])
     gone = asyncio.create_task(rows.get(projects[1]))  # waits for the next read
     kept = asyncio.create_task(rows.get(projects[0]))
     await asyncio.sleep(0.01)
@@ -162,8 +168,7 @@ async def test_a_read_that_hangs_fails_its_callers_and_the_next_ones_are_read(
     counted = Counted(database)
     counted.release.clear()
     rows = Batched(counted.read, timeout=0.2)
-    stuck = asyncio.create_task(rows.get(projects[0]))
-    await counted.started.wait()
+    stuck = await counted.under_way(rows, projects[0])
     later = asyncio.create_task(rows.get(projects[1]))
     with pytest.raises(TimeoutError):
         await stuck
@@ -178,8 +183,7 @@ async def test_closed_reads_end_the_one_under_way_and_take_no_more_keys(
     held: tuple[Counted, Batched[uuid.UUID, ProjectRecord]], projects: list[uuid.UUID]
 ) -> None:
     counted, rows = held
-    waiting = asyncio.create_task(rows.get(projects[0]))
-    await counted.started.wait()
+    waiting = await counted.under_way(rows, projects[0])
 
     await rows.aclose()
 

@@ -21,6 +21,7 @@ from graphql import (
     build_schema,
     execute_subscription_event,
     get_argument_values,
+    get_variable_values,
     parse,
 )
 from graphql.pyutils import gather_with_cancel
@@ -242,3 +243,21 @@ def test_deferred_fields_are_not_collected_as_plain_ones() -> None:
     point = schema.get_type("Point")
     assert isinstance(point, GraphQLObjectType)
     assert fields_below(built, point, root["moved"]) is None
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{"name": "Ada"}, {"name": 7}, {}, {"name": None}, {"name": "Ada", "extra": 1}],
+)
+def test_variables_coerce_as_building_an_executor_coerces_them(variables: dict[str, Any]) -> None:
+    """schema/fanout.py coerces a known selection's variables without building an executor:
+    the same values, and a refusal exactly where the build refuses."""
+    document = parse("subscription G($name: String!) { greeting(name: $name) }")
+    built = Executor.build(SCHEMA, document, None, None, variables, "G")
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    coerced = get_variable_values(SCHEMA, operation.variable_definitions or (), variables)
+    assert isinstance(coerced, list) == isinstance(built, list)
+    if not isinstance(built, list):
+        assert not isinstance(coerced, list)
+        assert coerced.coerced == built.variable_values.coerced

@@ -70,14 +70,27 @@ async def pooled_driver_connection(
         await greenlet_spawn(pooled.close)
 
 
+def connection_failures(engine: AsyncEngine) -> tuple[type[Exception], ...]:
+    """What a connection refused or lost raises: OSError (refused, reset, timed out),
+    asyncpg's errors (a server refusing connections, a connection closed under a
+    statement), the pool's DBAPI errors (SQLAlchemy's adaptation of asyncpg's), and
+    DBAPIError: the pool's first connection runs the dialect's set-up queries through the
+    engine, which wraps what the driver raised (a backend ended under them, say)."""
+    return (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        engine.dialect.loaded_dbapi.Error,
+        DBAPIError,
+    )
+
+
 async def _checkout(engine: AsyncEngine, patience: float) -> PoolProxiedConnection:
     """The pool's checkout of a connection that answers, tried again (pauses doubling from
     the first of ``CHECKOUT_PAUSES`` to the last) while it fails, until ``patience`` runs
     out. A pooled connection that does not answer (PostgreSQL restarted, its backend was
     terminated, a proxy cut it) is discarded, and the next try connects anew."""
-    # DBAPIError: the pool's first connection runs the dialect's set-up queries through the
-    # engine, which wraps what the driver raised (a backend ended under them, say).
-    refused = (OSError, engine.dialect.loaded_dbapi.Error, DBAPIError)
+    refused = connection_failures(engine)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     pause, longest = CHECKOUT_PAUSES

@@ -22,11 +22,14 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
-from storyline.compat.sqlalchemy import compile_positional, pooled_driver_connection
+from storyline.compat.sqlalchemy import (
+    compile_positional,
+    connection_failures,
+    pooled_driver_connection,
+)
 from storyline.persistence.engine import create_engine
 
 _NO_VALUES: Mapping[str, object] = {}
@@ -146,23 +149,12 @@ class Database:
     async def ping(self) -> None:
         """``SELECT 1`` on a pooled connection, the way every statement goes; raises
         Unreachable when the database does not answer."""
-        # What a connection refused or lost raises: OSError (refused, reset, timed out),
-        # asyncpg's errors (a server refusing connections, a connection closed under the
-        # statement), and the pool's DBAPI errors (SQLAlchemy's adaptation of asyncpg's,
-        # and its engine's wrapping of them).
-        away = (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            self.engine.dialect.loaded_dbapi.Error,
-            DBAPIError,  # the same, raised through the engine (the dialect's set-up queries)
-        )
         try:
             # The checkout's own ping (one SELECT 1) is the probe; unlike a request, a probe
             # does not wait for the database to take connections.
             async with pooled_driver_connection(self.engine):
                 pass
-        except away as error:
+        except connection_failures(self.engine) as error:
             raise Unreachable(str(error)) from error
 
     async def dispose(self) -> None:

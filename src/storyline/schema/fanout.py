@@ -277,30 +277,26 @@ class FanoutTransportWS(TransportWS):
         # variables coerced, as building one would (the document's operation and fragments
         # passed then): the executor is 30 µs of a subscription that a storm opens by the
         # thousand.
-        executor: Executor[Any] | list[GraphQLError]
         if watched is None:
-            executor = build_executor(schema, document, None, variables, name)
-            coerced = executor if isinstance(executor, list) else executor.variable_values
+            built = build_executor(schema, document, None, variables, name)
+            if isinstance(built, list):
+                return None  # variables that do not coerce: strawberry reports them
+            field = LIVE[root.name.value]
+            # Weakly held: gone again at once should this watcher be refused below.
+            watched = SELECTIONS[key] = Selection(query, document, built, field, shape, plan(built))
+            coerced = built.variable_values
         else:
-            executor = watched.executor
-            coerced = get_variable_values(
-                graphql_schema(schema),
-                executor.operation.variable_definitions or (),
-                variables or {},
-            )
-        if isinstance(coerced, list):
-            return None  # variables that do not coerce: strawberry reports them
+            definitions = watched.executor.operation.variable_definitions or ()
+            given = get_variable_values(graphql_schema(schema), definitions, variables or {})
+            if isinstance(given, list):
+                return None
+            coerced = given
         subscription = graphql_schema(schema).subscription_type
         assert subscription is not None  # the document validated against it
         try:
             arguments = get_argument_values(subscription.fields[root.name.value], root, coerced)
         except GraphQLError:
             return None
-        if watched is None:
-            assert not isinstance(executor, list)
-            field = LIVE[root.name.value]
-            watched = Selection(query, document, executor, field, shape, plan(executor))
-            SELECTIONS[key] = watched
         return watched, arguments
 
     def checked(self, query: str) -> DocumentNode | None:
