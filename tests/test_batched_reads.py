@@ -90,6 +90,38 @@ async def test_a_read_holds_at_most_its_limit_of_keys(database: Database) -> Non
     assert [len(keys) for keys in counted.reads] == [30, 30, 30, 10]
 
 
+async def test_in_a_burst_keys_asked_one_after_another_join_one_read(
+    database: Database, projects: list[uuid.UUID]
+) -> None:
+    # A storm's subscriptions come one every few milliseconds, rarely during a read: in a
+    # burst (a read ended lately) the next read waits its window for them.
+    counted = Counted(database)
+    rows = Batched(counted.read, recent=60.0, window=0.5)
+    assert await rows.get(projects[0]) is not None  # no read lately: read at once
+    await asyncio.sleep(0.05)  # a gap between subscriptions, as a storm has them
+    first = asyncio.create_task(rows.get(projects[0]))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(rows.get(projects[1]))
+
+    found = await asyncio.gather(first, second)
+
+    assert [row.id for row in found if row] == projects
+    assert counted.reads == [[projects[0]], projects]
+
+
+async def test_a_key_asked_for_when_no_read_ran_lately_is_read_at_once(
+    database: Database, projects: list[uuid.UUID]
+) -> None:
+    counted = Counted(database)
+    rows = Batched(counted.read, recent=0.05, window=60.0)
+    assert await rows.get(projects[0]) is not None
+    await asyncio.sleep(0.1)  # quiet for longer than ``recent``
+
+    async with asyncio.timeout(30):  # the window (a minute) would be waited in a burst
+        assert await rows.get(projects[1]) is not None
+    assert counted.reads == [[projects[0]], [projects[1]]]
+
+
 async def test_keys_asked_for_during_a_read_wait_for_the_next_one(
     held: tuple[Counted, Batched[uuid.UUID, ProjectRecord]], projects: list[uuid.UUID]
 ) -> None:

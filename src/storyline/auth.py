@@ -27,6 +27,9 @@ DATE_CLAIMS = ("exp", "nbf", "iat")
 PLAIN_HEADERS = ({"alg": "HS256", "typ": "JWT"}, {"alg": "HS256"})
 PLAIN_CLAIMS = frozenset({"sub", "role", *DATE_CLAIMS})
 BASE64URL = re.compile(rb"[A-Za-z0-9_-]+")
+# Header segments checked once and remembered, bounded in bytes: at most 64 of at most 64
+# bytes each (a plain header's is 36).
+MAX_REMEMBERED_HEADER = 64
 
 
 class Role(enum.Enum):
@@ -77,16 +80,17 @@ def _plain_hs256(secret: str, token: str) -> dict[str, Any] | None:
     if not token.isascii():
         return None  # base64url and dots only: not a token of any kind
     parts = token.encode().split(b".")
-    if key is None or len(parts) != 3 or not all(BASE64URL.fullmatch(part) for part in parts):
+    if key is None or len(parts) != 3 or not _plain_header(parts[0]):
+        return None
+    # A signature segment decodes to the MAC exactly when it is the MAC's canonical
+    # encoding (the only one accepted here): compared encoded, nothing is decoded.
+    signed = hmac.digest(key, parts[0] + b"." + parts[1], "sha256")  # one call, in C
+    if not hmac.compare_digest(base64.urlsafe_b64encode(signed).rstrip(b"="), parts[2]):
+        return None
+    if not BASE64URL.fullmatch(parts[1]):
         return None
     try:
-        header, payload, signature = (_canonical_base64url(part) for part in parts)
-        if json.loads(header) not in PLAIN_HEADERS:
-            return None
-        signed = hmac.new(key, parts[0] + b"." + parts[1], hashlib.sha256)
-        if not hmac.compare_digest(signed.digest(), signature):
-            return None
-        claims = json.loads(payload)
+        claims = json.loads(_canonical_base64url(parts[1]))
     except (ValueError, RecursionError):
         return None
     if not isinstance(claims, dict) or not claims.keys() <= PLAIN_CLAIMS:
@@ -102,6 +106,26 @@ def _plain_hs256(secret: str, token: str) -> dict[str, Any] | None:
     if dates.get("exp", math.inf) <= now:
         return None
     return claims
+
+
+def _plain_header(segment: bytes) -> bool:
+    """Whether a header segment is canonical base64url of a JSON object in PLAIN_HEADERS.
+    An issuer writes the same header on every token: short segments are remembered."""
+    if len(segment) > MAX_REMEMBERED_HEADER:
+        return _read_header(segment)
+    return _remembered_header(segment)
+
+
+def _read_header(segment: bytes) -> bool:
+    if not BASE64URL.fullmatch(segment):
+        return False
+    try:
+        return bool(json.loads(_canonical_base64url(segment)) in PLAIN_HEADERS)
+    except (ValueError, RecursionError):
+        return False
+
+
+_remembered_header = lru_cache(maxsize=64)(_read_header)
 
 
 @lru_cache(maxsize=4)

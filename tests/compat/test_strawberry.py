@@ -22,6 +22,7 @@ from graphql import (
     validate,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.extensions.context import ExecutingContextManager
 from strawberry.permission import BasePermission
 from strawberry.schema import schema as strawberry_schema
 from strawberry.types import ExecutionContext
@@ -182,6 +183,43 @@ def test_the_execute_hooks_run_once_with_strawberry_s_execution_context() -> Non
         allowed=(OperationType.SUBSCRIPTION,),
     )
     assert seen == [("S", query, "ctx", {"v": 1})]
+
+
+def test_the_execute_hooks_run_in_the_runner_s_order_and_hookless_extensions_are_passed_over() -> (
+    None
+):
+    events: list[str] = []
+
+    def hooked(name: str) -> type[SchemaExtension]:
+        class Hooked(SchemaExtension):
+            def on_execute(self) -> Iterator[None]:
+                events.append(f"{name} in")
+                yield
+                events.append(f"{name} out")
+
+        return Hooked
+
+    class Quiet(SchemaExtension):  # other hooks only
+        def on_operation(self) -> Iterator[None]:
+            events.append("operation")
+            yield
+
+    extensions = [hooked("first"), Quiet, hooked("second")]
+    schema = strawberry.Schema(query=Query, subscription=Subscription, extensions=extensions)
+    query = "subscription S { count(upto: 1) }"
+    run_execute_hooks(
+        schema,
+        query=query,
+        document=parse(query),
+        context=None,
+        variables=None,
+        operation_name="S",
+        allowed=(OperationType.SUBSCRIPTION,),
+    )
+    assert events == ["first in", "second in", "second out", "first out"]
+    # What lets run_execute_hooks leave such extensions out: strawberry's runner has no
+    # hook for them either.
+    assert ExecutingContextManager([Quiet()]).hooks == []
 
 
 class Nobody(BasePermission):

@@ -24,6 +24,7 @@ from graphql import (
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import (
     DEFAULT_ALLOWED_OPERATION_TYPES,
@@ -159,7 +160,13 @@ def run_execute_hooks(
         provided_operation_name=operation_name,
         graphql_document=document,
     )
-    extensions = schema.get_extensions()
+    # The runner passes over an extension without the hook; left out here, it is not
+    # even looked at (a subscription storm runs this once per watcher).
+    extensions = [
+        extension
+        for extension in schema.get_extensions()
+        if type(extension).on_execute is not SchemaExtension.on_execute
+    ]
     for extension in extensions:
         extension.execution_context = execution_context
     with schema.create_extensions_runner(execution_context, extensions).executing():

@@ -17,10 +17,14 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from itertools import islice
 from typing import Generic, TypeVar
 
-# While reads follow one another (a storm), each waits this long for more keys to join it:
-# a statement for ten keys costs PostgreSQL and the instance little more than one for two.
-# A key asked for when no read ran lately is read at once.
-BURST_WINDOW = 0.002
+# A read asked for within BURST_RECENT seconds of the last one's end is part of a burst (a
+# storm brings an instance hundreds of new subscriptions a second, one every few
+# milliseconds): it waits BURST_WINDOW for more keys to join it, since a statement for ten
+# keys costs PostgreSQL and the instance little more than one for a single key, and each
+# read is a checkout, a ping and a query. A key asked for when no read ran lately is read
+# at once.
+BURST_RECENT = 0.05
+BURST_WINDOW = 0.01
 # Seconds a read may take. Its callers fail then, and the keys asked for meanwhile are
 # read next: one read stuck on a lost connection does not hold every new subscription.
 READ_TIMEOUT = 10.0
@@ -31,7 +35,9 @@ V = TypeVar("V")
 
 class Batched(Generic[K, V]):
     """``get(key)``: the value ``read`` finds for the key (None when it finds none), read
-    together with every other key asked for meanwhile, at most ``limit`` per read.
+    together with every other key asked for meanwhile, at most ``limit`` per read; in a
+    burst (a read ended less than ``recent`` seconds ago), with those asked for within
+    ``window`` seconds as well.
 
     A key is read after it was asked for: a caller that registered for changes before
     asking sees a state at least as new as any change it missed. A caller cancelled while
@@ -45,10 +51,14 @@ class Batched(Generic[K, V]):
         *,
         limit: int = 500,
         timeout: float = READ_TIMEOUT,
+        recent: float = BURST_RECENT,
+        window: float = BURST_WINDOW,
     ) -> None:
         self._read = read
         self._limit = limit
         self._timeout = timeout
+        self._recent = recent
+        self._window = window
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._last_read = -math.inf  # when the last read ended (the loop's clock)
@@ -81,9 +91,9 @@ class Batched(Generic[K, V]):
         batch: dict[K, list[asyncio.Future[V | None]]] = {}
         try:
             while self._waiting:
-                bursting = loop.time() - self._last_read < BURST_WINDOW
+                bursting = loop.time() - self._last_read < self._recent
                 if bursting and len(self._waiting) < self._limit:
-                    await asyncio.sleep(BURST_WINDOW)
+                    await asyncio.sleep(self._window)
                 keys = list(islice(self._waiting, self._limit))
                 batch = {key: self._waiting.pop(key) for key in keys}
                 wanted = [key for key, futures in batch.items() if live(futures)]

@@ -176,7 +176,7 @@ def selection_key(
         shape = SHAPES[of_document] = Shape(frozenset(_variables_below(document, root)))
     shaping = shape.variables
     given = {name: value for name, value in (variables or {}).items() if name in shaping}
-    return (*of_document, json.dumps(given, sort_keys=True)), shape
+    return (*of_document, json.dumps(given, sort_keys=True) if given else "{}"), shape
 
 
 def _variables_below(document: DocumentNode, root: FieldNode) -> set[str]:
