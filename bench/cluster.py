@@ -37,6 +37,8 @@ FROM pg_stat_activity
 WHERE state = 'active' AND pid <> pg_backend_pid()
 """
 STORM_STAGE_SQL = "UPDATE projects SET stage = $1 WHERE id = ANY($2::uuid[])"
+# Statements a system's instances ran (each read is its own transaction, pings included).
+COMMITTED_SQL = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
 
 
 @contextlib.asynccontextmanager
@@ -83,6 +85,7 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
             database, STORM_STAGE_SQL, f"b{seq}:{killed_ns}", [p for p, _ in watchers]
         )
         pids = [server.pid for server in survivors if server.pid is not None]
+        committed = await bench.postgres.fetch(database, COMMITTED_SQL)
         cpu_before = cpu_of(pids), cpu_of(bench.postgres.pids())
         started = time.monotonic()
         answers = await asyncio.gather(
@@ -106,6 +109,8 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
         }
         after = bench.summary(answers)
         current = await current_state(bench, again, system, seq, watchers, killed_ns)
+        # Read after the drain, by when PostgreSQL has published the reconnect's counts.
+        statements = (await bench.postgres.fetch(database, COMMITTED_SQL))[0][0] - committed[0][0]
     return bench.record(
         "storm",
         system,
@@ -116,6 +121,8 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
         reconnect=after,
         reconnect_seconds=seconds,
         subscriptions_per_s=after["ready"] / seconds if seconds else 0.0,
+        cpu_ms_per_subscription=cpu["cpu_server"] * seconds / len(watchers) * 1000,
+        statements_per_subscription=statements / len(watchers),
         **cpu,
         **current,
     )

@@ -19,6 +19,23 @@ def seconds(value: float) -> str:
     return DASH if math.isnan(value) else fmt(value, 2) + " s"
 
 
+def milliseconds(value: float) -> str:
+    from bench.report import DASH, fmt
+
+    return DASH if math.isnan(value) else fmt(value, 2) + " ms"
+
+
+def cpu_per_subscription(row: dict[str, Any]) -> float:
+    """Runs recorded before the column existed have it from their CPU and time."""
+    if "cpu_ms_per_subscription" in row:
+        return float(row["cpu_ms_per_subscription"])
+    return float(row["cpu_server"] * row["reconnect_seconds"] / row["watchers"] * 1000)
+
+
+def statements(row: dict[str, Any]) -> float:
+    return float(row.get("statements_per_subscription", math.nan))
+
+
 def storm_section(results: Results, sizes: dict[str, Any]) -> str:
     from bench.report import LABELS, cores, fmt, median, per_run, shown, table, verdict
 
@@ -45,7 +62,9 @@ def storm_section(results: Results, sizes: dict[str, Any]) -> str:
                 fmt(current, 0),
                 seconds(results.med("storm", system, lambda r: r.get("all_current_s") or math.nan)),
                 cores(med("cpu_server")),
+                milliseconds(results.med("storm", system, cpu_per_subscription)),
                 cores(med("cpu_db")),
+                fmt(results.med("storm", system, statements), 2),
             ]
         )
     ratios = results.ratios("storm", "subscriptions_per_s", "storyline", "ws-floor", {})
@@ -57,7 +76,11 @@ def storm_section(results: Results, sizes: dict[str, Any]) -> str:
         "changed while A was down: *current* counts the watchers whose first event after "
         "the reconnect was that change, *all current* is when the last one had it, counted "
         "from the kill (the bare WebSocket server sends no state on subscribe). CPU (cores, "
-        "both survivors together) over the reconnect.\n\n"
+        "both survivors together) over the reconnect; *CPU per subscription* is the "
+        "survivors' CPU time over the reconnect per watcher, steadier than the rate on a "
+        "shared machine; *statements per subscription*, the transactions PostgreSQL "
+        "committed for the system's database meanwhile (each first read is one, and so is "
+        "the ping of each checkout).\n\n"
         + table(
             [
                 "system",
@@ -68,7 +91,9 @@ def storm_section(results: Results, sizes: dict[str, Any]) -> str:
                 "current",
                 "all current",
                 "CPU survivors",
+                "CPU per subscription",
                 "CPU PostgreSQL",
+                "statements per subscription",
             ],
             rows,
         )
