@@ -19,12 +19,12 @@ from typing import Generic, TypeVar
 
 # A read asked for within BURST_RECENT seconds of the last one's end is part of a burst (a
 # storm brings an instance hundreds of new subscriptions a second, one every few
-# milliseconds): it waits BURST_WINDOW for more keys to join it, since a statement for ten
-# keys costs PostgreSQL and the instance little more than one for a single key, and each
-# read is a checkout, a ping and a query. A key asked for when no read ran lately is read
-# at once.
+# milliseconds): it waits BURST_WINDOW for more keys to join it, since a statement for
+# thirty keys costs PostgreSQL and the instance little more than one for a single key, and
+# each read is a checkout, a ping and a query. A first state in a burst is that much later;
+# a key asked for when no read ran lately is read at once.
 BURST_RECENT = 0.05
-BURST_WINDOW = 0.01
+BURST_WINDOW = 0.025
 # Seconds a read may take. Its callers fail then, and the keys asked for meanwhile are
 # read next: one read stuck on a lost connection does not hold every new subscription.
 READ_TIMEOUT = 10.0
