@@ -12,7 +12,7 @@ from tests.support.books import money_violations
 from chaos.cluster import Timeouts
 from chaos.logs import Line, explain
 from chaos.record import FaultRecord, Recorder
-from chaos.watchers import AccountWatcher, Watcher
+from chaos.watchers import TERMINAL, AccountWatcher, Watcher
 
 LISTED = 20  # offending items shown per check
 MEMORY_DRIFT = 0.10
@@ -83,19 +83,43 @@ async def idempotency(
     )
 
 
+def ended_before_its_job_id(
+    watcher: Watcher, holds: tuple[int, str], stored: tuple[int, str] | None
+) -> bool:
+    """Whether a finished projectStatus watcher's terminal state is the stored one but for
+    the job id recorded after it. The server completes a projectStatus subscription with
+    the terminal state it sends (the contract). A terminal row changes once more only when
+    generateStory hears the video service's job id after the project ended (the pipeline
+    reported a failure first, or the sweeper failed it as never confirmed): the id is
+    recorded, version +1, same status; updateStatus and the sweeper change nothing of a
+    terminal project. The caller requires that id to be there."""
+    return (
+        watcher.finished
+        and not isinstance(watcher, AccountWatcher)  # a dashboard is sent that change too
+        and stored is not None
+        and holds[1] in TERMINAL
+        and stored[1] == holds[1]
+        and stored[0] > holds[0]
+    )
+
+
 async def watchers(connection: asyncpg.Connection, every: list[Watcher]) -> list[Check]:
     """What every watcher still connected (or finished) holds, against the database."""
     rows = await connection.fetch(
-        "SELECT id::text, user_id, status, version, extract(epoch FROM updated_at) AS at"
-        " FROM projects"
+        "SELECT id::text, user_id, status, version, extract(epoch FROM updated_at) AS at,"
+        " external_id IS NOT NULL AS confirmed FROM projects"
     )
     current = {row["id"]: (row["version"], row["status"]) for row in rows}
+    confirmed = {row["id"] for row in rows if row["confirmed"]}
     balances = dict(await connection.fetch("SELECT user_id, balance FROM accounts"))
     judged = [w for w in every if w.connected or w.finished]
     stale, lost, money_off = [], [], []
     for watcher in judged:
         for project_id, holds in watcher.projects.items():
-            if holds != current.get(project_id):
+            stored = current.get(project_id)
+            if holds != stored and not (
+                ended_before_its_job_id(watcher, holds, stored) and project_id in confirmed
+            ):
                 stale.append(
                     f"{watcher.user} {project_id}: holds {holds}, is {current.get(project_id)}"
                 )
