@@ -121,7 +121,6 @@ async def storm_once(bench: Bench, system: str, run: int) -> dict[str, Any]:
         reconnect=after,
         reconnect_seconds=seconds,
         subscriptions_per_s=after["ready"] / seconds if seconds else 0.0,
-        cpu_ms_per_subscription=cpu["cpu_server"] * seconds / len(watchers) * 1000,
         statements_per_subscription=statements / len(watchers),
         **cpu,
         **current,

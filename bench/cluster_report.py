@@ -26,9 +26,7 @@ def milliseconds(value: float) -> str:
 
 
 def cpu_per_subscription(row: dict[str, Any]) -> float:
-    """Runs recorded before the column existed have it from their CPU and time."""
-    if "cpu_ms_per_subscription" in row:
-        return float(row["cpu_ms_per_subscription"])
+    """Milliseconds of the survivors' CPU per watcher over the reconnect."""
     return float(row["cpu_server"] * row["reconnect_seconds"] / row["watchers"] * 1000)
 
 

@@ -84,7 +84,7 @@ async def idempotency(
 
 
 def ended_before_its_job_id(
-    watcher: Watcher, holds: tuple[int, str], stored: tuple[int, str] | None
+    watcher: Watcher, holds: tuple[int, str], stored: tuple[int, str] | None, *, confirmed: bool
 ) -> bool:
     """Whether a finished projectStatus watcher's terminal state is the stored one but for
     the job id recorded after it. The server completes a projectStatus subscription with
@@ -92,9 +92,10 @@ def ended_before_its_job_id(
     generateStory hears the video service's job id after the project ended (the pipeline
     reported a failure first, or the sweeper failed it as never confirmed): the id is
     recorded, version +1, same status; updateStatus and the sweeper change nothing of a
-    terminal project. The caller requires that id to be there."""
+    terminal project. ``confirmed``: the stored row has a job id."""
     return (
-        watcher.finished
+        confirmed
+        and watcher.finished
         and not isinstance(watcher, AccountWatcher)  # a dashboard is sent that change too
         and stored is not None
         and holds[1] in TERMINAL
@@ -117,12 +118,10 @@ async def watchers(connection: asyncpg.Connection, every: list[Watcher]) -> list
     for watcher in judged:
         for project_id, holds in watcher.projects.items():
             stored = current.get(project_id)
-            if holds != stored and not (
-                ended_before_its_job_id(watcher, holds, stored) and project_id in confirmed
+            if holds != stored and not ended_before_its_job_id(
+                watcher, holds, stored, confirmed=project_id in confirmed
             ):
-                stale.append(
-                    f"{watcher.user} {project_id}: holds {holds}, is {current.get(project_id)}"
-                )
+                stale.append(f"{watcher.user} {project_id}: holds {holds}, is {stored}")
         if isinstance(watcher, AccountWatcher):
             assert watcher.subscribed is not None
             lost += [

@@ -96,7 +96,7 @@ async def test_in_a_burst_keys_asked_one_after_another_join_one_read(
     # A storm's subscriptions come one every few milliseconds, rarely during a read: in a
     # burst (a read ended lately) the next read waits its window for them.
     counted = Counted(database)
-    rows = Batched(counted.read, recent=60.0, window=0.5)
+    rows = Batched(counted.read, recent=60.0, window=2.0)
     assert await rows.get(projects[0]) is not None  # no read lately: read at once
     await asyncio.sleep(0.05)  # a gap between subscriptions, as a storm has them
     first = asyncio.create_task(rows.get(projects[0]))
